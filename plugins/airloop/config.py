@@ -1,0 +1,219 @@
+"""The pipeline YAML, validated by one pydantic model with defaults.
+
+Four keys are enough (``name``, ``source``, ``target``, ``task``); everything else has a default.
+``load_pipeline(path)`` returns a :class:`PipelineConfig` or raises :class:`PipelineConfigError` naming the
+file, the key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class PipelineConfigError(ValueError):
+    """A pipeline YAML that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """Where raw batches come from. ``${VAR}`` in the URI is expanded from the environment."""
+
+    uri: str
+    format: Literal["csv", "parquet", "jsonl"] | None = None  # default: from the file extension
+    options: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sep": ";"} for CSV
+
+    @field_validator("uri")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return os.path.expandvars(v)
+
+
+class LabelsConfig(_Strict):
+    """A delayed labels feed, joined to features and predictions on the id column."""
+
+    uri: str
+    format: Literal["csv", "parquet", "jsonl"] | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return os.path.expandvars(v)
+
+
+class CandidateConfig(_Strict):
+    """One candidate model: a scikit-learn estimator by short name or import path, and its search space."""
+
+    name: str
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.train
+    n_iter: int = Field(4, ge=1)
+    cv_folds: int = Field(3, ge=2)
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    max_rows: int = Field(200_000, ge=100)
+
+
+class EvaluationConfig(_Strict):
+    primary_metric: str | None = None  # default: roc_auc (classification) or rmse (regression)
+    min_value: float | None = None  # the minimum acceptable value of the primary metric
+    tolerance: float = Field(0.0, ge=0)  # how much worse than the champion a challenger may be
+
+
+class PromotionConfig(_Strict):
+    approval: Literal["none", "required"] = "none"
+
+
+class MonitoringConfig(_Strict):
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    ks_pvalue: float = Field(0.01, gt=0, lt=1)
+    confirm_days: int = Field(2, ge=1)  # consecutive alerting days that confirm drift
+    min_drifted_share: float = Field(0.0, ge=0, le=1)  # or: this share of features alerting on one day
+    reference_rows: int = Field(5000, ge=100)
+
+
+class RetrainConfig(_Strict):
+    window_days: int = Field(14, ge=1)
+    reference_rows: int = Field(2000, ge=0)  # sample of older data kept in the retraining window
+    cooldown_days: int = Field(3, ge=0)
+    max_retrains: int = Field(3, ge=1)
+    max_retrains_window_days: int = Field(30, ge=1)
+    max_failed_in_row: int = Field(3, ge=1)
+
+
+class ScheduleConfig(_Strict):
+    ingest: str | None = "@daily"
+    monitor: str | None = "@daily"
+    start_date: str = "2026-01-01"
+
+
+class PipelineConfig(_Strict):
+    """A declared pipeline. Only name, source, target and task are required."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    source: SourceConfig
+    target: str
+    task: Literal["classification", "regression"]
+    description: str = ""
+    features: list[str] | None = None  # default: every column but target, id and event time
+    categorical_features: list[str] | None = None  # default: inferred from dtypes
+    id_column: str | None = None
+    event_time_column: str | None = None
+    segment_columns: list[str] = Field(default_factory=list)
+    labels: LabelsConfig | None = None
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    owner: str = "airloop"
+    source_file: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        reserved = {c for c in (self.id_column, self.event_time_column) if c}
+        if self.target in reserved:
+            raise ValueError(f"target {self.target!r} cannot also be the id or event-time column")
+        if self.features and self.target in self.features:
+            raise ValueError(f"target {self.target!r} must not be listed in features")
+        return self
+
+    @property
+    def primary_metric(self) -> str:
+        if self.evaluation.primary_metric:
+            return self.evaluation.primary_metric
+        return "roc_auc" if self.task == "classification" else "rmse"
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"airloop-{self.name}"
+
+    @property
+    def experiment_name(self) -> str:
+        return f"airloop/{self.name}"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _format_errors(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid pipeline definition"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "missing":
+            lines.append(f"  - key '{key}': required, but missing")
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"  - key '{key}': not a known key (found {_describe(e['input'])})")
+        else:
+            lines.append(f"  - key '{key}': expected {e['msg'].lower()}, found {_describe(e.get('input'))}")
+    return "\n".join(lines)
+
+
+def parse_pipeline(data: Any, path: str = "<pipeline>") -> PipelineConfig:
+    """Validate an already-loaded mapping; ``path`` is only used in error messages."""
+    if not isinstance(data, dict):
+        raise PipelineConfigError(f"{path}: expected a mapping of keys at the top level, found {_describe(data)}")
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise PipelineConfigError(_format_errors(path, err)) from None
+    cfg.source_file = path
+    return cfg
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read and validate one pipeline YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise PipelineConfigError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PipelineConfigError(f"{path}: cannot be read: {err}") from None
+    return parse_pipeline(data, str(path))
+
+
+def load_pipelines(folder: str | Path | None = None) -> dict[str, PipelineConfig]:
+    """Every ``*.yaml``/``*.yml`` pipeline in the folder, by name; duplicate names are an error."""
+    from airloop.settings import pipelines_dir
+
+    folder = Path(folder) if folder else pipelines_dir()
+    found: dict[str, PipelineConfig] = {}
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        cfg = load_pipeline(path)
+        if cfg.name in found:
+            raise PipelineConfigError(
+                f"{path}: key 'name': expected a name not used by another pipeline, "
+                f"found {cfg.name!r}, already declared in {found[cfg.name].source_file}"
+            )
+        found[cfg.name] = cfg
+    return found
+
+
+def get_pipeline(name: str, folder: str | Path | None = None) -> PipelineConfig:
+    """The pipeline called ``name``; a clear error lists the known names when it does not exist."""
+    pipelines = load_pipelines(folder)
+    if name not in pipelines:
+        known = ", ".join(sorted(pipelines)) or "none"
+        raise PipelineConfigError(f"no pipeline named {name!r} (known: {known})")
+    return pipelines[name]

@@ -1,0 +1,80 @@
+"""Where Airloop keeps its state. Everything is derived from the environment, lazily, with no side effects.
+
+``AIRLOOP_HOME`` (default ``.airloop/`` in the source checkout) holds the embedded default: Airflow's SQLite
+database, MLflow's SQLite store and artifacts, and the local lake. Each location can be overridden on its own
+(``AIRLOOP_LAKE_URI``, ``MLFLOW_TRACKING_URI``, ...) so the same code runs against PostgreSQL and S3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def airloop_home() -> Path:
+    """The folder holding all embedded-default state; ``rm -rf`` of it is a clean reset."""
+    env = os.environ.get("AIRLOOP_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return REPO_ROOT / ".airloop"
+
+
+def pipelines_dir() -> Path:
+    """The folder of pipeline YAML files (``AIRLOOP_PIPELINES_DIR`` moves it)."""
+    env = os.environ.get("AIRLOOP_PIPELINES_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "include" / "pipelines"
+
+
+def suites_dir() -> Path:
+    """The folder of reviewed Great Expectations suites (``AIRLOOP_SUITES_DIR`` moves it)."""
+    env = os.environ.get("AIRLOOP_SUITES_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "include" / "gx"
+
+
+def lake_uri() -> str:
+    """Root URI of the data lake: ``file://`` on one machine, ``s3://bucket/prefix`` in a cluster."""
+    env = os.environ.get("AIRLOOP_LAKE_URI")
+    if env:
+        return env.rstrip("/")
+    return (airloop_home() / "lake").as_uri()
+
+
+def mlflow_tracking_uri() -> str:
+    """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` if set, else a SQLite store under AIRLOOP_HOME."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{airloop_home() / 'mlflow' / 'mlflow.db'}"
+
+
+def mlflow_artifact_root() -> str | None:
+    """Where new experiments store artifacts; None lets a tracking server decide (``--serve-artifacts``)."""
+    env = os.environ.get("AIRLOOP_ARTIFACT_URI")
+    if env:
+        return env.rstrip("/")
+    if mlflow_tracking_uri().startswith("sqlite:"):
+        return (airloop_home() / "mlflow" / "artifacts").as_uri()
+    return None
+
+
+def airflow_env() -> dict[str, str]:
+    """Environment for running Airflow on the embedded default (SQLite under AIRLOOP_HOME).
+
+    Values already in the environment win, so a cluster configuration is never overridden.
+    """
+    home = airloop_home()
+    defaults = {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRLOOP_HOME": str(home),
+        "MLFLOW_TRACKING_URI": mlflow_tracking_uri(),
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
