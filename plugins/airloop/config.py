@@ -165,7 +165,8 @@ def _format_errors(path: str, err: ValidationError) -> str:
         elif e["type"] == "extra_forbidden":
             lines.append(f"  - key '{key}': not a known key (found {_describe(e['input'])})")
         else:
-            lines.append(f"  - key '{key}': expected {e['msg'].lower()}, found {_describe(e.get('input'))}")
+            expected = e["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+            lines.append(f"  - key '{key}': expected {expected}, found {_describe(e.get('input'))}")
     return "\n".join(lines)
 
 
