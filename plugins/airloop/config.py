@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from airloop.errors import BadInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(BadInput):
     """A pipeline YAML that cannot be used; the message names the file and the key."""
 
 

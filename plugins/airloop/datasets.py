@@ -10,12 +10,13 @@ import hashlib
 import pandas as pd
 
 from airloop.config import PipelineConfig
+from airloop.errors import BadInput
 from airloop.lake import Lake
 
 BATCH_COLUMN = "_batch_id"
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """Data that cannot be used for training or scoring; the message names the column."""
 
 

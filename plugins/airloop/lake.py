@@ -29,11 +29,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from airloop.errors import BadInput
+
 BATCH_ID_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SEGMENT_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
-class LakeError(ValueError):
+class LakeError(BadInput):
     """A lake path or object that cannot be used; the message names the URI."""
 
 

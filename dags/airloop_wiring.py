@@ -1,0 +1,136 @@
+"""Shared wiring for Airloop's DAG files: pipelines, Assets, default args, and task helpers.
+
+Parse-time work is limited to reading the pipeline YAML files: no heavy imports, no DB, no network.
+This file defines no DAG (it is listed in dags/.airflowignore).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airloop.config import PipelineConfig, PipelineConfigError, load_pipeline
+from airloop.errors import BadInput, NothingToDo
+from airloop.settings import pipelines_dir
+
+log = logging.getLogger("airloop")
+
+
+
+def pipelines() -> tuple[list[PipelineConfig], dict[str, str]]:
+    """Valid pipelines, and the error message of each invalid YAML file by file name."""
+    good, bad = [], {}
+    folder = pipelines_dir()
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            good.append(load_pipeline(path))
+        except PipelineConfigError as err:
+            bad[path.stem] = str(err)
+    return good, bad
+
+
+def asset(cfg: PipelineConfig, kind: str) -> Asset:
+    """The Asset that chains the DAGs: validated, trained, challenger, drift (and raw, predictions)."""
+    return Asset(name=f"airloop.{cfg.name}.{kind}", uri=f"x-airloop://{cfg.name}/{kind}", group="airloop")
+
+
+def schedule(cron: str | None):
+    """A cron schedule whose runs cover the interval that just ended (batch = interval start)."""
+    return CronDataIntervalTimetable(cron, timezone="UTC") if cron else None
+
+
+def dag_args(cfg: PipelineConfig, stage: str, doc: str, **kwargs: Any) -> dict:
+    """Common DAG arguments: id ``airloop_<pipeline>_<stage>``, tags, retries, doc_md, one run at a time."""
+    return {
+        "dag_id": f"airloop_{cfg.name}_{stage}",
+        "description": f"{stage} for pipeline {cfg.name}",
+        "doc_md": f"### {cfg.name}: {stage}\n\n{doc}\n\nPipeline file: `{cfg.source_file}`.",
+        "tags": ["airloop", f"pipeline:{cfg.name}", f"stage:{stage}"],
+        "start_date": dt.datetime.fromisoformat(cfg.schedule.start_date).replace(tzinfo=dt.UTC),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": {"owner": cfg.owner, "retries": 2, "retry_delay": dt.timedelta(minutes=1)},
+        **kwargs,
+    }
+
+
+def batch_param(help_text: str = "Batch (data interval start, YYYY-MM-DD); empty: from the trigger") -> Param:
+    return Param("", type="string", description=help_text)
+
+
+def run_info(context: dict) -> dict:
+    """The Airflow ids recorded as lineage in MLflow and manifests."""
+    ti = context["ti"]
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "try_number": ti.try_number, "map_index": ti.map_index}
+
+
+def batch_ids(context: dict, trigger: Asset | None = None) -> list[str]:
+    """Batches this run works on: the ``batch_id`` Param, else the triggering Asset events' batches, else
+    the start of the run's data interval."""
+    explicit = (context["params"].get("batch_id") or "").strip()
+    if explicit:
+        return [explicit]
+    if trigger is not None:
+        events = context["triggering_asset_events"][trigger]
+        found = sorted({e.extra["batch_id"] for e in events if e.extra and e.extra.get("batch_id")})
+        if found:
+            return found
+    start = context.get("data_interval_start") or context.get("logical_date")
+    if start is None:
+        raise AirflowFailException("no batch_id Param, no triggering Asset event and no data interval")
+    return [start.date().isoformat()]
+
+
+def trigger_extra(context: dict, trigger: Asset, key: str) -> Any:
+    """``key`` from the ``key`` Param, else from the newest triggering event of ``trigger``."""
+    value = context["params"].get(key)
+    if value not in (None, ""):
+        return value
+    events = context["triggering_asset_events"][trigger]
+    for event in reversed(list(events)):
+        if event.extra and event.extra.get(key) not in (None, ""):
+            return event.extra[key]
+    raise AirflowFailException(f"no {key!r} Param and no triggering {trigger.name} event carrying one")
+
+
+def call(fn, *args, **kwargs):
+    """Run one stage function, mapping its 'nothing to do' and 'bad input' errors onto Airflow's
+    skip and fail-without-retry, and end the log with a summary block."""
+    try:
+        result = fn(*args, **kwargs)
+    except NothingToDo as err:
+        log.info("Airloop: skipped: %s", err)
+        raise AirflowSkipException(str(err)) from err
+    except BadInput as err:
+        # No retry can fix bad input: fail at once, with the stage's own message.
+        log.error("Airloop: refused (%s): %s", type(err).__name__, err)
+        raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+    summary = result.get("summary") if isinstance(result, dict) else None
+    lines = [f"  {k}: {v}" for k, v in (result or {}).items() if k != "summary"] if isinstance(result, dict) else []
+    log.info("Airloop summary: %s\n%s%s", fn.__name__, "\n".join(lines), f"\n{summary}" if summary else "")
+    return result
+
+
+def invalid_pipeline_dag(stem: str, message: str):
+    """A visible placeholder for a pipeline YAML that does not validate: its doc and its one task show the
+    error, so an operator sees it in the UI instead of the pipeline silently missing."""
+
+    @dag(dag_id=f"airloop_invalid_{stem}", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+         tags=["airloop", "invalid-pipeline"], doc_md=f"### Invalid pipeline file\n\n```\n{message}\n```",
+         default_args={"retries": 0}, catchup=False)
+    def invalid():
+        @task
+        def explain():
+            raise AirflowFailException(message)
+
+        explain()
+
+    return invalid()
+
+
+__all__ = ["asset", "batch_ids", "batch_param", "call", "dag_args", "get_current_context", "invalid_pipeline_dag",
+           "pipelines", "run_info", "schedule", "trigger_extra"]

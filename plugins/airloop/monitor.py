@@ -1,0 +1,121 @@
+"""Monitoring: drift of a validated batch against the champion's training reference, and the live metric.
+
+The verdict of each day is kept in ``monitoring/date=.../verdict.json``; drift is *confirmed* when the
+last ``confirm_days`` days monitored against the same champion all alert. Only a confirmed drift triggers
+retraining (the DAG emits the drift Asset event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airloop import lake as lk
+from airloop.config import PipelineConfig
+from airloop.datasets import attach_labels, feature_columns
+from airloop.lake import Lake
+
+
+def live_metric(cfg: PipelineConfig, lake: Lake, model_version: str) -> dict:
+    """The primary metric over this champion's predictions whose labels have arrived (empty when none)."""
+    from airloop.train import compute_metrics
+
+    preds = lake.read_zone("predictions")
+    if preds.empty or cfg.id_column is None:
+        return {}
+    preds = preds[preds["model_version"] == model_version]
+    joined = attach_labels(cfg, preds, lake.read_zone("labels"))
+    if cfg.target not in joined.columns:
+        return {}
+    joined = joined[joined[cfg.target].notna()]
+    if joined.empty or (cfg.task == "classification" and joined[cfg.target].nunique() < 2):
+        return {}
+    y_true = joined[cfg.target].to_numpy()
+    proba = joined["score"].to_numpy() if "score" in joined.columns else None
+    metrics = compute_metrics(cfg.task, y_true, joined["prediction"].to_numpy(), proba)
+    return {"rows": len(joined), **{f"live_{k}": v for k, v in metrics.items()}}
+
+
+def verdict_history(lake: Lake, model_version: str, until_batch: str) -> list[str]:
+    """Drift statuses of earlier days monitored against the same champion, oldest first."""
+    statuses = []
+    for batch in lake.batches("monitoring"):
+        if batch >= until_batch:
+            continue
+        verdict = lk.read_json(lk.join(lake.partition("monitoring", batch), "verdict.json"))
+        if verdict.get("model_version") == model_version:
+            statuses.append(verdict["status"])
+    return statuses
+
+
+def monitor_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
+                  run_info: dict | None = None) -> dict:
+    """Measure drift of one validated batch against the champion's reference sample.
+
+    Writes an HTML report and a verdict JSON to the lake and logs metrics to MLflow; returns
+    {"batch_id","status","confirmed","drifted_features","psi","report_uri","live","model_version","run_id"}.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    from airloop import drift, registry, tracking
+    from airloop.score import NoChampion, predict_frame
+
+    lake = lake or Lake(cfg.name)
+    tracking.configure_mlflow()
+    champion = registry.get_version(cfg, "champion")
+    if champion is None:
+        raise NoChampion(f"pipeline {cfg.name!r}: nothing to monitor, no model version is 'champion' yet")
+    run = mlflow.tracking.MlflowClient().get_run(champion.run_id)
+    reference_uri = run.data.tags.get("airloop.reference_uri")
+    if not reference_uri:
+        raise LookupError(f"run {champion.run_id} of champion v{champion.version} has no airloop.reference_uri tag")
+    reference = lk.read_parquet(reference_uri)
+    current = lk.read_parquet(lake.part("validated", batch_id))
+    numeric, categorical = feature_columns(cfg, reference)
+    # Prediction drift: score both sides with the champion, so the comparison is like for like.
+    model = mlflow.sklearn.load_model(f"models:/{cfg.registered_model_name}/{champion.version}")
+    pred_col = "score" if cfg.task == "classification" else "prediction"
+    ref_pred = predict_frame(cfg, model, reference.drop(columns=[cfg.target], errors="ignore"))
+    cur_pred = predict_frame(cfg, model, current.drop(columns=[cfg.target], errors="ignore"))
+    if pred_col not in ref_pred.columns:
+        pred_col = "prediction"
+    reference = reference.assign(_prediction=ref_pred[pred_col].to_numpy())
+    current = current.assign(_prediction=cur_pred[pred_col].to_numpy())
+    report = drift.compute_drift(reference, current, numeric, categorical, cfg.monitoring,
+                                 prediction_column="_prediction")
+    version = str(champion.version)
+    history = [*verdict_history(lake, version, batch_id), report.status]
+    confirmed = drift.confirm_drift(history, cfg.monitoring)
+    live = live_metric(cfg, lake, version)
+    context = {"pipeline": cfg.name, "batch": batch_id, "champion version": version,
+               "reference run": champion.run_id, "confirmed": confirmed, **live}
+    html = drift.render_html(report, f"Drift report: {cfg.name} {batch_id}", context)
+    report_uri = lk.write_bytes(lake.report("drift", f"{batch_id}.html"), html.encode())
+    experiment_id = tracking.ensure_experiment(cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{batch_id}") as mrun:
+        mlflow.set_tags({**tracking.lineage_tags(run_info), "airloop.pipeline": cfg.name,
+                         "airloop.stage": "monitor", "airloop.batch_id": batch_id,
+                         "airloop.model_version": version, "airloop.drift.status": report.status,
+                         "airloop.drift.confirmed": str(confirmed).lower(),
+                         "airloop.drift.features": ",".join(report.drifted_features)})
+        mlflow.log_metrics({**report.metrics(), **{k: float(v) for k, v in live.items()}})
+        mlflow.log_text(html, "drift/report.html")
+        mlflow.log_dict(report.to_dict(), "drift/report.json")
+    verdict = {
+        "batch_id": batch_id, "status": report.status, "confirmed": confirmed, "model_version": version,
+        "drifted_features": report.drifted_features,
+        "psi": {f.feature: round(f.psi, 4) for f in report.features},
+        "report_uri": report_uri, "live": live, "run_id": mrun.info.run_id,
+        "monitored_at": dt.datetime.now(dt.UTC).isoformat(), "summary": report.summary(),
+    }
+    lk.write_json(lk.join(lake.partition("monitoring", batch_id), "verdict.json"), verdict)
+    return verdict
+
+
+def last_verdict(lake: Lake) -> dict | None:
+    """The most recent monitoring verdict, or None."""
+    batches = lake.batches("monitoring")
+    if not batches:
+        return None
+    return lk.read_json(lk.join(lake.partition("monitoring", batches[-1]), "verdict.json"))
+

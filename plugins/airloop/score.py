@@ -1,0 +1,73 @@
+"""Batch scoring: score a validated batch with the current champion and write predictions to the lake.
+
+Each prediction row carries a prediction id, the model version, the batch id and a timestamp, so any
+prediction can be traced back to the model, its training run and its data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from airloop import lake as lk
+from airloop.config import PipelineConfig
+from airloop.datasets import BATCH_COLUMN
+from airloop.errors import NothingToDo
+from airloop.lake import Lake
+
+
+class NoChampion(NothingToDo):
+    """There is no champion to score with yet."""
+
+
+def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame) -> pd.DataFrame:
+    """Predictions for raw rows: ``prediction`` and, for classifiers, ``probability`` of the predicted class
+    (``score``: probability of the positive class for binary problems)."""
+    out = pd.DataFrame(index=frame.index)
+    out["prediction"] = model.predict(frame)
+    if cfg.task == "classification" and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(frame)
+        out["probability"] = proba.max(axis=1)
+        if proba.shape[1] == 2:
+            out["score"] = proba[:, 1]
+    return out
+
+
+def prediction_ids(cfg: PipelineConfig, frame: pd.DataFrame, batch_id: str) -> pd.Series:
+    """Stable ids: ``{pipeline}:{batch}:{id}`` with the id column, else the row number in the batch."""
+    keys = frame[cfg.id_column].astype(str) if cfg.id_column in frame.columns else pd.Series(
+        np.arange(len(frame)).astype(str), index=frame.index
+    )
+    return f"{cfg.name}:{batch_id}:" + keys
+
+
+def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None) -> dict:
+    """Score ``validated/date=batch_id`` with the champion; returns {"batch_id","rows","model_version","uri"}.
+
+    Raises NoChampion when no version holds the alias ``champion``. A rerun replaces the batch's predictions.
+    """
+    import mlflow.sklearn
+
+    from airloop import registry, tracking
+
+    lake = lake or Lake(cfg.name)
+    tracking.configure_mlflow()
+    champion = registry.get_version(cfg, "champion")
+    if champion is None:
+        raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
+    # Pin the version read above: the alias may move while this batch is scored.
+    model = mlflow.sklearn.load_model(f"models:/{cfg.registered_model_name}/{champion.version}")
+    frame = lk.read_parquet(lake.part("validated", batch_id))
+    features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
+    preds = predict_frame(cfg, model, features)
+    keep = [c for c in (cfg.id_column, cfg.event_time_column) if c and c in frame.columns]
+    out = pd.concat([frame[keep], preds], axis=1)
+    out.insert(0, "prediction_id", prediction_ids(cfg, frame, batch_id))
+    out["model_version"] = str(champion.version)
+    out["model_run_id"] = champion.run_id
+    out[BATCH_COLUMN] = batch_id
+    out["scored_at"] = dt.datetime.now(dt.UTC).isoformat()
+    uri = lk.write_parquet(lake.part("predictions", batch_id), out)
+    return {"batch_id": batch_id, "rows": len(out), "model_version": str(champion.version), "uri": uri}
