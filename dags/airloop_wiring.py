@@ -76,7 +76,7 @@ def batch_ids(context: dict, trigger: Asset | None = None) -> list[str]:
         return [explicit]
     if trigger is not None:
         events = context["triggering_asset_events"][trigger]
-        found = sorted({e.extra["batch_id"] for e in events if e.extra and e.extra.get("batch_id")})
+        found = sorted({b for e in events if e.extra for b in e.extra.get("batch_ids", [e.extra.get("batch_id")]) if b})
         if found:
             return found
     start = context.get("data_interval_start") or context.get("logical_date")
@@ -106,8 +106,10 @@ def call(fn, *args, **kwargs):
         log.info("Airloop: skipped: %s", err)
         raise AirflowSkipException(str(err)) from err
     except BadInput as err:
-        # No retry can fix bad input: fail at once, with the stage's own message.
+        # No retry can fix bad input: fail at once, with the stage's own message (also kept in XCom, so
+        # `airloop run` and the UI can show the reason without digging in the log).
         log.error("Airloop: refused (%s): %s", type(err).__name__, err)
+        get_current_context()["ti"].xcom_push(key="airloop_refusal", value=f"{type(err).__name__}: {err}")
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
     summary = result.get("summary") if isinstance(result, dict) else None
     lines = [f"  {k}: {v}" for k, v in (result or {}).items() if k != "summary"] if isinstance(result, dict) else []

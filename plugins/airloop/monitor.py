@@ -12,6 +12,7 @@ import datetime as dt
 from airloop import lake as lk
 from airloop.config import PipelineConfig
 from airloop.datasets import attach_labels, feature_columns
+from airloop.errors import NothingToDo
 from airloop.lake import Lake
 
 
@@ -119,3 +120,15 @@ def last_verdict(lake: Lake) -> dict | None:
         return None
     return lk.read_json(lk.join(lake.partition("monitoring", batches[-1]), "verdict.json"))
 
+
+
+class DriftNotConfirmed(NothingToDo):
+    """Today's drift verdict does not confirm drift; no retraining is triggered."""
+
+
+def require_confirmed(verdict: dict) -> dict:
+    """Pass a confirmed drift verdict through; raise DriftNotConfirmed otherwise."""
+    if not verdict.get("confirmed"):
+        raise DriftNotConfirmed(f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')} is not "
+                                "confirmed; no retraining")
+    return verdict

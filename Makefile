@@ -1,0 +1,46 @@
+# Airloop: `make demo` runs the whole loop on the embedded default; `make test` runs the tests.
+SHELL := /bin/bash
+export AIRLOOP_HOME ?= $(CURDIR)/.airloop
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format ui mlflow-ui status bench up down clean
+
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --quiet --user uv
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.installed
+
+demo: install  ## the whole loop on simulated data, through Airflow (about 3 minutes)
+	.venv/bin/airloop demo
+
+test: install  ## the whole test suite, as CI runs it
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	.venv/bin/pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: install
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+status: install
+	.venv/bin/airloop status
+
+ui: install  ## the Airflow UI on the demo's state (http://127.0.0.1:8080)
+	eval "$$(.venv/bin/python -c 'from airloop.runner import prepare_environment as p; [print(f"export {k}={v!r}") for k, v in p().items()]')" && \
+	  AIRFLOW__CORE__EXECUTOR=LocalExecutor .venv/bin/airflow standalone
+
+mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
+	.venv/bin/mlflow ui --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \
+	  --default-artifact-root "file://$(AIRLOOP_HOME)/mlflow/artifacts" --host 127.0.0.1 --port 5000
+
+clean:  ## a clean reset of all local state
+	rm -rf "$(AIRLOOP_HOME)"

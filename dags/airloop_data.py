@@ -1,0 +1,55 @@
+"""Ingest and validate, per pipeline: raw batches land in the lake, and only validated data flows on.
+
+ingest (scheduled) --[raw]--> validate --[validated]--> train (first model), score
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, invalid_pipeline_dag, pipelines, run_info, schedule
+
+configs, invalid = pipelines()
+
+for cfg in configs:
+    raw, validated = asset(cfg, "raw"), asset(cfg, "validated")
+
+    @dag(**dag_args(cfg, "ingest", "Copies the data interval's source files to `raw/` as received, stages them "
+                    "as Parquet and writes the batch manifest. Also brings in delayed labels.",
+                    schedule=schedule(cfg.schedule.ingest), params={"batch_id": batch_param()}))
+    def ingest_dag(cfg=cfg, raw=raw):
+        @task(outlets=[raw])
+        def ingest(**context) -> list[dict]:
+            from airloop import ingest as stage
+
+            out = []
+            for batch in batch_ids(context):
+                call(stage.ingest_labels, cfg, batch)
+                out.append(call(stage.ingest_batch, cfg, batch, run_info=run_info(context)))
+            context["outlet_events"][raw].extra = {"batch_ids": [r["batch_id"] for r in out]}
+            return out
+
+        ingest()
+
+    @dag(**dag_args(cfg, "validate", "Validates staged batches with the pipeline's Great Expectations suite. "
+                    "Critical failures quarantine the batch and fail; warnings pass and are recorded. "
+                    "Set `batch_id` to replay a quarantined batch after a fix.",
+                    schedule=[raw], params={"batch_id": batch_param(), "replay": Param(False, type="boolean")}))
+    def validate_dag(cfg=cfg, raw=raw, validated=validated):
+        @task(outlets=[validated])
+        def validate(**context) -> list[dict]:
+            from airloop import validate as stage
+
+            out = []
+            for batch in batch_ids(context, raw):
+                out.append(call(stage.validate_batch, cfg, batch, run_info=run_info(context)))
+            context["outlet_events"][validated].extra = {"batch_ids": [r["batch_id"] for r in out]}
+            return out
+
+        validate()
+
+    ingest_dag()
+    validate_dag()
+
+for stem, message in invalid.items():
+    invalid_pipeline_dag(stem, message)

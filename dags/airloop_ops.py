@@ -1,0 +1,54 @@
+"""Score and monitor, per pipeline.
+
+validated --> score (champion) ; monitor (scheduled) --[drift, only when confirmed]--> retrain
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag, task
+
+from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, schedule
+
+configs, _ = pipelines()
+
+for cfg in configs:
+    validated, predictions, drift = asset(cfg, "validated"), asset(cfg, "predictions"), asset(cfg, "drift")
+
+    @dag(**dag_args(cfg, "score", "Scores each new validated batch with `models:/NAME@champion` and writes "
+                    "predictions (with prediction id and model version) to the lake.",
+                    schedule=[validated], params={"batch_id": batch_param()}))
+    def score_dag(cfg=cfg, validated=validated, predictions=predictions):
+        @task(outlets=[predictions])
+        def score(**context) -> list[dict]:
+            from airloop import score as stage
+
+            out = [call(stage.score_batch, cfg, b) for b in batch_ids(context, validated)]
+            context["outlet_events"][predictions].extra = {"batch_ids": [r["batch_id"] for r in out]}
+            return out
+
+        score()
+
+    @dag(**dag_args(cfg, "monitor", "Measures feature and prediction drift of the day's batch against the "
+                    "champion's training reference, and the live metric once labels arrive. Emits the drift "
+                    "Asset (which triggers retraining) only when drift is confirmed.",
+                    schedule=schedule(cfg.schedule.monitor), params={"batch_id": batch_param()}))
+    def monitor_dag(cfg=cfg, drift=drift):
+        @task
+        def monitor(**context) -> dict:
+            from airloop import monitor as stage
+
+            return call(stage.monitor_batch, cfg, batch_ids(context)[-1], run_info=run_info(context))
+
+        @task(outlets=[drift])
+        def alert_confirmed_drift(verdict: dict, **context) -> dict:
+            from airloop import monitor as stage
+
+            call(stage.require_confirmed, verdict)
+            context["outlet_events"][drift].extra = {"batch_id": verdict["batch_id"],
+                                                    "features": verdict["drifted_features"]}
+            return {"batch_id": verdict["batch_id"], "features": verdict["drifted_features"]}
+
+        alert_confirmed_drift(monitor())
+
+    score_dag()
+    monitor_dag()

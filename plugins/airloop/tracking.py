@@ -1,0 +1,117 @@
+"""MLflow plumbing shared by the stages: where the tracking store is, the pipeline's experiment, run links,
+and the lineage tags (Airflow run, git sha, uv.lock hash) that every run carries.
+
+Nothing happens at import time; ``configure_mlflow()`` is called by each stage function before it logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from airloop import settings
+from airloop.config import PipelineConfig
+
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+
+
+def configure_mlflow() -> str:
+    """Point MLflow's tracking and registry at ``settings.mlflow_tracking_uri()``; returns that URI.
+
+    Safe to call again. For the embedded SQLite store the parent folder is created.
+    """
+    uri = settings.mlflow_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(cfg: PipelineConfig) -> str:
+    """The experiment id of ``cfg.experiment_name``, created (or restored) on first use.
+
+    New experiments store artifacts under ``{mlflow_artifact_root()}/{pipeline}`` when a root is configured,
+    so pipelines do not share one folder; with no root the tracking server decides.
+    """
+    configure_mlflow()
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment_name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    root = settings.mlflow_artifact_root()
+    location = f"{root.rstrip('/')}/{cfg.name}" if root else None
+    try:
+        return client.create_experiment(
+            cfg.experiment_name,
+            artifact_location=location,
+            tags={"airloop.pipeline": cfg.name, "airloop.task": cfg.task},
+        )
+    except MlflowException:
+        # Another task (a sibling mapped candidate) may have created it in the meantime.
+        exp = client.get_experiment_by_name(cfg.experiment_name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def run_url(run_id: str) -> str:
+    """A link to the run in the MLflow UI (``AIRLOOP_MLFLOW_UI_URL``, default http://127.0.0.1:5000)."""
+    configure_mlflow()
+    ui = os.environ.get("AIRLOOP_MLFLOW_UI_URL", DEFAULT_UI_URL).rstrip("/")
+    try:
+        exp = MlflowClient().get_run(run_id).info.experiment_id
+    except MlflowException:
+        exp = "0"
+    return f"{ui}/#/experiments/{exp}/runs/{run_id}"
+
+
+def code_version() -> dict[str, str]:
+    """``{"git_sha", "uv_lock_sha256"}`` of the checkout at ``settings.REPO_ROOT``; "unknown" when unavailable."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=settings.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        git_sha = out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        git_sha = "unknown"
+    lock = settings.REPO_ROOT / "uv.lock"
+    try:
+        lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
+    except OSError:
+        lock_sha = "unknown"
+    return {"git_sha": git_sha, "uv_lock_sha256": lock_sha}
+
+
+def lineage_tags(run_info: dict[str, Any] | None) -> dict[str, str]:
+    """MLflow tags linking a run to its Airflow task and code version.
+
+    ``run_info`` is ``{"dag_id", "run_id", "try_number", "map_index"}`` (any may be missing, or None outside
+    Airflow); gives ``airflow.*`` tags plus ``airloop.git_sha`` and ``airloop.uv_lock_sha256``.
+    """
+    tags: dict[str, str] = {}
+    info = run_info or {}
+    for key in ("dag_id", "run_id", "try_number"):
+        if info.get(key) is not None:
+            tags[f"airflow.{key}"] = str(info[key])
+    map_index = info.get("map_index")
+    if map_index is not None and int(map_index) >= 0:
+        tags["airflow.map_index"] = str(map_index)
+    code = code_version()
+    tags["airloop.git_sha"] = code["git_sha"]
+    tags["airloop.uv_lock_sha256"] = code["uv_lock_sha256"]
+    return tags
