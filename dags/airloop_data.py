@@ -5,19 +5,38 @@ ingest (scheduled) --[raw]--> validate --[validated]--> train (first model), sco
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, invalid_pipeline_dag, pipelines, run_info, schedule
+from airloop_wiring import (
+    asset,
+    batch_ids,
+    batch_param,
+    call,
+    dag_args,
+    invalid_pipeline_dag,
+    pipelines,
+    run_info,
+    schedule,
+)
 
 configs, invalid = pipelines()
 
-for cfg in configs:
+
+def data_dags(cfg) -> None:
+    """Wire this file's DAGs for one pipeline."""
     raw, validated = asset(cfg, "raw"), asset(cfg, "validated")
 
-    @dag(**dag_args(cfg, "ingest", "Copies the data interval's source files to `raw/` as received, stages them "
-                    "as Parquet and writes the batch manifest. Also brings in delayed labels.",
-                    schedule=schedule(cfg.schedule.ingest), params={"batch_id": batch_param()}))
-    def ingest_dag(cfg=cfg, raw=raw):
+    @dag(
+        **dag_args(
+            cfg,
+            "ingest",
+            "Copies the data interval's source files to `raw/` as received, stages them "
+            "as Parquet and writes the batch manifest. Also brings in delayed labels.",
+            schedule=schedule(cfg.schedule.ingest),
+            params={"batch_id": batch_param()},
+        )
+    )
+    def ingest_dag():
         @task(outlets=[raw])
         def ingest(**context) -> list[dict]:
             from airloop import ingest as stage
@@ -31,11 +50,18 @@ for cfg in configs:
 
         ingest()
 
-    @dag(**dag_args(cfg, "validate", "Validates staged batches with the pipeline's Great Expectations suite. "
-                    "Critical failures quarantine the batch and fail; warnings pass and are recorded. "
-                    "Set `batch_id` to replay a quarantined batch after a fix.",
-                    schedule=[raw], params={"batch_id": batch_param(), "replay": Param(False, type="boolean")}))
-    def validate_dag(cfg=cfg, raw=raw, validated=validated):
+    @dag(
+        **dag_args(
+            cfg,
+            "validate",
+            "Validates staged batches with the pipeline's Great Expectations suite. "
+            "Critical failures quarantine the batch and fail; warnings pass and are recorded. "
+            "Set `batch_id` to validate a given batch again.",
+            schedule=[raw],
+            params={"batch_id": batch_param()},
+        )
+    )
+    def validate_dag():
         @task(outlets=[validated])
         def validate(**context) -> list[dict]:
             from airloop import validate as stage
@@ -50,6 +76,10 @@ for cfg in configs:
 
     ingest_dag()
     validate_dag()
+
+
+for cfg in configs:
+    data_dags(cfg)
 
 for stem, message in invalid.items():
     invalid_pipeline_dag(stem, message)

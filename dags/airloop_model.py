@@ -7,7 +7,7 @@ Each candidate model is one dynamically mapped task, so candidates spread over w
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task, task_group
+from airflow.sdk import Param, dag, task
 
 from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, trigger_extra
 
@@ -51,14 +51,22 @@ def training_tasks(cfg, plan, trained):
     select_best(train_candidate.partial(split=split).expand(candidate=candidates()), split)
 
 
-for cfg in configs:
+def model_dags(cfg) -> None:
+    """Wire this file's DAGs for one pipeline."""
     validated, trained = asset(cfg, "validated"), asset(cfg, "trained")
     challenger, drift = asset(cfg, "challenger"), asset(cfg, "drift")
 
-    @dag(**dag_args(cfg, "train", "Trains the first model on all validated data (later models come from the "
-                    "drift-triggered retrain DAG; `force` trains anyway).", schedule=[validated],
-                    params={"batch_id": batch_param(), "force": Param(False, type="boolean")}))
-    def train_dag(cfg=cfg, validated=validated, trained=trained):
+    @dag(
+        **dag_args(
+            cfg,
+            "train",
+            "Trains the first model on all validated data (later models come from the "
+            "drift-triggered retrain DAG; `force` trains anyway).",
+            schedule=[validated],
+            params={"batch_id": batch_param(), "force": Param(False, type="boolean")},
+        )
+    )
+    def train_dag():
         @task
         def plan(**context) -> dict:
             from airloop import retrain
@@ -69,11 +77,17 @@ for cfg in configs:
 
         training_tasks(cfg, plan(), trained)
 
-    @dag(**dag_args(cfg, "retrain", "Retrains on recent data plus a reference sample when drift is confirmed, "
-                    "if the guards (cooldown, max retrains, failures in a row) allow.", schedule=[drift],
-                    params={"batch_id": batch_param(), "force": Param(False, type="boolean",
-                                                                       description="Bypass the guards")}))
-    def retrain_dag(cfg=cfg, drift=drift, trained=trained):
+    @dag(
+        **dag_args(
+            cfg,
+            "retrain",
+            "Retrains on recent data plus a reference sample when drift is confirmed, "
+            "if the guards (cooldown, max retrains, failures in a row) allow.",
+            schedule=[drift],
+            params={"batch_id": batch_param(), "force": Param(False, type="boolean", description="Bypass the guards")},
+        )
+    )
+    def retrain_dag():
         @task
         def guarded_plan(**context) -> dict:
             from airloop import retrain
@@ -84,10 +98,17 @@ for cfg in configs:
 
         training_tasks(cfg, guarded_plan(), trained)
 
-    @dag(**dag_args(cfg, "evaluate", "Scores the new model and the champion on the same frozen holdout and "
-                    "applies the gate; a blessed model is registered with alias `challenger`.",
-                    schedule=[trained], params={"train_run_id": Param("", type="string")}))
-    def evaluate_dag(cfg=cfg, trained=trained, challenger=challenger):
+    @dag(
+        **dag_args(
+            cfg,
+            "evaluate",
+            "Scores the new model and the champion on the same frozen holdout and "
+            "applies the gate; a blessed model is registered with alias `challenger`.",
+            schedule=[trained],
+            params={"train_run_id": Param("", type="string")},
+        )
+    )
+    def evaluate_dag():
         @task
         def evaluate(**context) -> dict:
             from airloop import evaluate as stage
@@ -105,10 +126,16 @@ for cfg in configs:
 
         publish_challenger(evaluate())
 
-    @dag(**dag_args(cfg, "promote", "Moves alias `champion` to the blessed challenger (stages mirrored) and "
-                    "records who, when and why.", schedule=[challenger],
-                    params={"version": Param("", type="string"), "reason": Param("", type="string")}))
-    def promote_dag(cfg=cfg, challenger=challenger):
+    @dag(
+        **dag_args(
+            cfg,
+            "promote",
+            "Moves alias `champion` to the blessed challenger (stages mirrored) and records who, when and why.",
+            schedule=[challenger],
+            params={"version": Param("", type="string"), "reason": Param("", type="string")},
+        )
+    )
+    def promote_dag():
         @task
         def promote(**context) -> dict:
             from airloop import registry
@@ -123,3 +150,7 @@ for cfg in configs:
     retrain_dag()
     evaluate_dag()
     promote_dag()
+
+
+for cfg in configs:
+    model_dags(cfg)

@@ -11,13 +11,22 @@ from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, pipeli
 
 configs, _ = pipelines()
 
-for cfg in configs:
+
+def ops_dags(cfg) -> None:
+    """Wire this file's DAGs for one pipeline."""
     validated, predictions, drift = asset(cfg, "validated"), asset(cfg, "predictions"), asset(cfg, "drift")
 
-    @dag(**dag_args(cfg, "score", "Scores each new validated batch with `models:/NAME@champion` and writes "
-                    "predictions (with prediction id and model version) to the lake.",
-                    schedule=[validated], params={"batch_id": batch_param()}))
-    def score_dag(cfg=cfg, validated=validated, predictions=predictions):
+    @dag(
+        **dag_args(
+            cfg,
+            "score",
+            "Scores each new validated batch with `models:/NAME@champion` and writes "
+            "predictions (with prediction id and model version) to the lake.",
+            schedule=[validated],
+            params={"batch_id": batch_param()},
+        )
+    )
+    def score_dag():
         @task(outlets=[predictions])
         def score(**context) -> list[dict]:
             from airloop import score as stage
@@ -28,11 +37,18 @@ for cfg in configs:
 
         score()
 
-    @dag(**dag_args(cfg, "monitor", "Measures feature and prediction drift of the day's batch against the "
-                    "champion's training reference, and the live metric once labels arrive. Emits the drift "
-                    "Asset (which triggers retraining) only when drift is confirmed.",
-                    schedule=schedule(cfg.schedule.monitor), params={"batch_id": batch_param()}))
-    def monitor_dag(cfg=cfg, drift=drift):
+    @dag(
+        **dag_args(
+            cfg,
+            "monitor",
+            "Measures feature and prediction drift of the day's batch against the "
+            "champion's training reference, and the live metric once labels arrive. Emits the drift "
+            "Asset (which triggers retraining) only when drift is confirmed.",
+            schedule=schedule(cfg.schedule.monitor),
+            params={"batch_id": batch_param()},
+        )
+    )
+    def monitor_dag():
         @task
         def monitor(**context) -> dict:
             from airloop import monitor as stage
@@ -44,11 +60,17 @@ for cfg in configs:
             from airloop import monitor as stage
 
             call(stage.require_confirmed, verdict)
-            context["outlet_events"][drift].extra = {"batch_id": verdict["batch_id"],
-                                                    "features": verdict["drifted_features"]}
+            context["outlet_events"][drift].extra = {
+                "batch_id": verdict["batch_id"],
+                "features": verdict["drifted_features"],
+            }
             return {"batch_id": verdict["batch_id"], "features": verdict["drifted_features"]}
 
         alert_confirmed_drift(monitor())
 
     score_dag()
     monitor_dag()
+
+
+for cfg in configs:
+    ops_dags(cfg)

@@ -20,7 +20,6 @@ from airloop.settings import pipelines_dir
 log = logging.getLogger("airloop")
 
 
-
 def pipelines() -> tuple[list[PipelineConfig], dict[str, str]]:
     """Valid pipelines, and the error message of each invalid YAML file by file name."""
     good, bad = [], {}
@@ -121,9 +120,15 @@ def invalid_pipeline_dag(stem: str, message: str):
     """A visible placeholder for a pipeline YAML that does not validate: its doc and its one task show the
     error, so an operator sees it in the UI instead of the pipeline silently missing."""
 
-    @dag(dag_id=f"airloop_invalid_{stem}", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-         tags=["airloop", "invalid-pipeline"], doc_md=f"### Invalid pipeline file\n\n```\n{message}\n```",
-         default_args={"retries": 0}, catchup=False)
+    @dag(
+        dag_id=f"airloop_invalid_{stem}",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        tags=["airloop", "invalid-pipeline"],
+        doc_md=f"### Invalid pipeline file\n\n```\n{message}\n```",
+        default_args={"retries": 0},
+        catchup=False,
+    )
     def invalid():
         @task
         def explain():
@@ -134,5 +139,16 @@ def invalid_pipeline_dag(stem: str, message: str):
     return invalid()
 
 
-__all__ = ["asset", "batch_ids", "batch_param", "call", "dag_args", "get_current_context", "invalid_pipeline_dag",
-           "pipelines", "run_info", "schedule", "trigger_extra"]
+__all__ = [
+    "asset",
+    "batch_ids",
+    "batch_param",
+    "call",
+    "dag_args",
+    "get_current_context",
+    "invalid_pipeline_dag",
+    "pipelines",
+    "run_info",
+    "schedule",
+    "trigger_extra",
+]

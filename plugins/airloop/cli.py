@@ -1,10 +1,10 @@
 """The ``airloop`` command: run a pipeline's lifecycle through Airflow, show status, run the demo.
 
-    airloop run NAME [--batch DATE ...]   ingest → validate → train → evaluate → promote, via Airflow
-    airloop status [--json]               champion, last DAG runs and drift verdict per pipeline
-    airloop demo                          the whole loop on simulated data (what `make demo` runs)
-    airloop simulate DIR                  write the demo data set only
-    airloop check                         validate every pipeline YAML
+airloop run NAME [--batch DATE ...]   ingest → validate → train → evaluate → promote, via Airflow
+airloop status [--json]               champion, last DAG runs and drift verdict per pipeline
+airloop demo                          the whole loop on simulated data (what `make demo` runs)
+airloop simulate DIR                  write the demo data set only
+airloop check                         validate every pipeline YAML
 """
 
 from __future__ import annotations

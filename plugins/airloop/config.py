@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from airloop.errors import BadInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from airloop.errors import BadInput
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 

@@ -11,8 +11,9 @@ from airloop.settings import airloop_home
 from airloop.simulate import SimulationSpec, simulate
 
 
-def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec = SimulationSpec()) -> dict:
+def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec | None = None) -> dict:
     """Simulate the data, then day 0 (train → promote) and each later day; returns the facts for the summary."""
+    spec = spec or SimulationSpec()
     started = time.monotonic()
     written = simulate(airloop_home() / "demo" / cfg.name, spec)
     runner.say(f"Simulated {spec.days} days of {cfg.name} data; drift starts {written['drift_starts']}.")
@@ -28,21 +29,33 @@ def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec = Simulat
         verdicts.append(verdict)
         if outcome:
             retrains.append(outcome)
-    return {"first": first, "verdicts": verdicts, "retrains": retrains, "drift_starts": written["drift_starts"],
-            "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "first": first,
+        "verdicts": verdicts,
+        "retrains": retrains,
+        "drift_starts": written["drift_starts"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def summary(cfg: PipelineConfig, facts: dict) -> str:
     """What a person reads at the end of the demo."""
     first = facts["first"]
-    lines = ["", "=" * 78, f"Airloop demo: pipeline {cfg.name}, {facts['seconds']} s", "=" * 78,
-             f"Champion v{first.promoted['version']} promoted on day 0: {first.verdict.get('metric')} = "
-             f"{first.verdict.get('challenger_metric'):.4f} on the frozen holdout."]
+    lines = [
+        "",
+        "=" * 78,
+        f"Airloop demo: pipeline {cfg.name}, {facts['seconds']} s",
+        "=" * 78,
+        f"Champion v{first.promoted['version']} promoted on day 0: {first.verdict.get('metric')} = "
+        f"{first.verdict.get('challenger_metric'):.4f} on the frozen holdout.",
+    ]
     confirmed = [v for v in facts["verdicts"] if v["confirmed"]]
     alerts = [v for v in facts["verdicts"] if v["status"] == "alert"]
-    lines.append(f"Drift injected from {facts['drift_starts']}; first alert "
-                 f"{alerts[0]['batch_id'] if alerts else 'never'}, confirmed "
-                 f"{confirmed[0]['batch_id'] if confirmed else 'never'}.")
+    lines.append(
+        f"Drift injected from {facts['drift_starts']}; first alert "
+        f"{alerts[0]['batch_id'] if alerts else 'never'}, confirmed "
+        f"{confirmed[0]['batch_id'] if confirmed else 'never'}."
+    )
     if alerts:
         top = sorted(alerts[0]["psi"].items(), key=lambda kv: -kv[1])[:4]
         lines.append("  drifting features (PSI): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
@@ -54,12 +67,17 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         v = r.verdict
         decision = f"PROMOTED to champion v{r.promoted['version']}" if r.promoted else "REJECTED; champion kept"
         lines.append(f"Retrain on {r.batch_id}: {decision}.")
-        lines.append(f"  same recent holdout: challenger {v.get('metric')} = {v.get('challenger_metric')}, "
-                     f"champion = {v.get('champion_metric')}")
+        lines.append(
+            f"  same recent holdout: challenger {v.get('metric')} = {v.get('challenger_metric')}, "
+            f"champion = {v.get('champion_metric')}"
+        )
         for reason in v.get("reasons", []):
             lines.append(f"  - {reason}")
     if not facts["retrains"]:
         lines.append("No retrain was triggered.")
-    lines += ["", "Next: `airloop status`, `make ui` (Airflow UI, http://127.0.0.1:8080) and `make mlflow-ui` "
-              "(MLflow UI, http://127.0.0.1:5000) on the same state."]
+    lines += [
+        "",
+        "Next: `airloop status`, `make ui` (Airflow UI, http://127.0.0.1:8080) and `make mlflow-ui` "
+        "(MLflow UI, http://127.0.0.1:5000) on the same state.",
+    ]
     return "\n".join(lines)

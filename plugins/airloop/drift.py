@@ -547,12 +547,12 @@ reference &nbsp; <svg width="10" height="10"><rect width="10" height="10" fill="
 """
 
 
-def _bars_svg(f: FeatureDrift, width: int = 360, height: int = 170) -> str:
+def _bars_svg(f: FeatureDrift, width: int = 380, height: int = 170) -> str:
     """Paired bars per bin, reference grey and current in the status color, labels under the axis."""
     n = len(f.bins)
     if n == 0:
         return ""
-    top, bottom, left = 8, 60, 4
+    top, bottom, left = 8, 60, 40  # room for the rotated bin labels below and to the left
     plot_h = height - top - bottom
     slot = (width - left) / n
     bar_w = max(slot * 0.38, 1.0)

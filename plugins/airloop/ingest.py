@@ -88,7 +88,9 @@ def parse_bytes(uri: str, data: bytes, fmt: str, options: dict | None = None) ->
             data.decode("utf-8")
             frame = pd.read_json(io.BytesIO(data), lines=True, **options)
     except UnicodeDecodeError as err:
-        raise IngestError(f"{uri}: expected UTF-8 text, found byte {data[err.start]:#04x} at offset {err.start}") from None
+        raise IngestError(
+            f"{uri}: expected UTF-8 text, found byte {data[err.start]:#04x} at offset {err.start}"
+        ) from None
     except IngestError:
         raise
     except Exception as err:  # the parsers raise many types; the user needs the file and the reason
@@ -105,9 +107,7 @@ def _select_interval(cfg: PipelineConfig, frame: pd.DataFrame, batch_id: str, ur
     return frame[(times >= start) & (times < start + pd.Timedelta(days=1))]
 
 
-def ingest_batch(
-    cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None
-) -> dict:
+def ingest_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None) -> dict:
     """Copy the batch's source files to ``raw/``, stage them as Parquet and write the manifest.
 
     Returns {"batch_id", "rows", "files", "staged_uri", "manifest_uri"}; raises NoNewData when the interval
@@ -127,8 +127,15 @@ def ingest_batch(
         if not by_name and cfg.event_time_column:
             frame = _select_interval(cfg, frame, batch_id, uri)
         frames.append(frame)
-        sources.append({"uri": uri, "raw_uri": raw_uri, "sha256": hashlib.sha256(data).hexdigest(),
-                        "bytes": len(data), "rows": len(frame)})
+        sources.append(
+            {
+                "uri": uri,
+                "raw_uri": raw_uri,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "rows": len(frame),
+            }
+        )
     batch = pd.concat(frames, ignore_index=True)
     if cfg.event_time_column and cfg.event_time_column in batch.columns:
         batch[cfg.event_time_column] = pd.to_datetime(batch[cfg.event_time_column], errors="coerce")
@@ -145,8 +152,13 @@ def ingest_batch(
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     manifest_uri = lk.write_json(lake.manifest(batch_id), manifest)
-    return {"batch_id": batch_id, "rows": len(batch), "files": len(files), "staged_uri": staged_uri,
-            "manifest_uri": manifest_uri}
+    return {
+        "batch_id": batch_id,
+        "rows": len(batch),
+        "files": len(files),
+        "staged_uri": staged_uri,
+        "manifest_uri": manifest_uri,
+    }
 
 
 def ingest_labels(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None) -> dict:

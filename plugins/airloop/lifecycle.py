@@ -114,8 +114,10 @@ def daily(runner: Runner, cfg: PipelineConfig, batch_id: str) -> tuple[dict, Out
     if not monitored.task_ok("monitor"):
         raise StageRefused(f"monitor of {batch_id} failed: {monitored.reason()}")
     verdict = monitored.returns["monitor"]
-    runner.say(f"         drift {verdict['status']:5} confirmed={verdict['confirmed']!s:5} "
-               f"features: {', '.join(verdict['drifted_features'][:4]) or '-'}")
+    runner.say(
+        f"         drift {verdict['status']:5} confirmed={verdict['confirmed']!s:5} "
+        f"features: {', '.join(verdict['drifted_features'][:4]) or '-'}"
+    )
     outcome = None
     if monitored.task_ok("alert_confirmed_drift"):
         outcome = build_model(runner, cfg, "retrain", batch_id)

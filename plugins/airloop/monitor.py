@@ -48,8 +48,9 @@ def verdict_history(lake: Lake, model_version: str, until_batch: str) -> list[st
     return statuses
 
 
-def monitor_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
-                  run_info: dict | None = None) -> dict:
+def monitor_batch(
+    cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None
+) -> dict:
     """Measure drift of one validated batch against the champion's reference sample.
 
     Writes an HTML report and a verdict JSON to the lake and logs metrics to MLflow; returns
@@ -82,32 +83,52 @@ def monitor_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = Non
         pred_col = "prediction"
     reference = reference.assign(_prediction=ref_pred[pred_col].to_numpy())
     current = current.assign(_prediction=cur_pred[pred_col].to_numpy())
-    report = drift.compute_drift(reference, current, numeric, categorical, cfg.monitoring,
-                                 prediction_column="_prediction")
+    report = drift.compute_drift(
+        reference, current, numeric, categorical, cfg.monitoring, prediction_column="_prediction"
+    )
     version = str(champion.version)
     history = [*verdict_history(lake, version, batch_id), report.status]
     confirmed = drift.confirm_drift(history, cfg.monitoring)
     live = live_metric(cfg, lake, version)
-    context = {"pipeline": cfg.name, "batch": batch_id, "champion version": version,
-               "reference run": champion.run_id, "confirmed": confirmed, **live}
+    context = {
+        "pipeline": cfg.name,
+        "batch": batch_id,
+        "champion version": version,
+        "reference run": champion.run_id,
+        "confirmed": confirmed,
+        **live,
+    }
     html = drift.render_html(report, f"Drift report: {cfg.name} {batch_id}", context)
     report_uri = lk.write_bytes(lake.report("drift", f"{batch_id}.html"), html.encode())
     experiment_id = tracking.ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{batch_id}") as mrun:
-        mlflow.set_tags({**tracking.lineage_tags(run_info), "airloop.pipeline": cfg.name,
-                         "airloop.stage": "monitor", "airloop.batch_id": batch_id,
-                         "airloop.model_version": version, "airloop.drift.status": report.status,
-                         "airloop.drift.confirmed": str(confirmed).lower(),
-                         "airloop.drift.features": ",".join(report.drifted_features)})
+        mlflow.set_tags(
+            {
+                **tracking.lineage_tags(run_info),
+                "airloop.pipeline": cfg.name,
+                "airloop.stage": "monitor",
+                "airloop.batch_id": batch_id,
+                "airloop.model_version": version,
+                "airloop.drift.status": report.status,
+                "airloop.drift.confirmed": str(confirmed).lower(),
+                "airloop.drift.features": ",".join(report.drifted_features),
+            }
+        )
         mlflow.log_metrics({**report.metrics(), **{k: float(v) for k, v in live.items()}})
         mlflow.log_text(html, "drift/report.html")
         mlflow.log_dict(report.to_dict(), "drift/report.json")
     verdict = {
-        "batch_id": batch_id, "status": report.status, "confirmed": confirmed, "model_version": version,
+        "batch_id": batch_id,
+        "status": report.status,
+        "confirmed": confirmed,
+        "model_version": version,
         "drifted_features": report.drifted_features,
         "psi": {f.feature: round(f.psi, 4) for f in report.features},
-        "report_uri": report_uri, "live": live, "run_id": mrun.info.run_id,
-        "monitored_at": dt.datetime.now(dt.UTC).isoformat(), "summary": report.summary(),
+        "report_uri": report_uri,
+        "live": live,
+        "run_id": mrun.info.run_id,
+        "monitored_at": dt.datetime.now(dt.UTC).isoformat(),
+        "summary": report.summary(),
     }
     lk.write_json(lk.join(lake.partition("monitoring", batch_id), "verdict.json"), verdict)
     return verdict
@@ -121,7 +142,6 @@ def last_verdict(lake: Lake) -> dict | None:
     return lk.read_json(lk.join(lake.partition("monitoring", batches[-1]), "verdict.json"))
 
 
-
 class DriftNotConfirmed(NothingToDo):
     """Today's drift verdict does not confirm drift; no retraining is triggered."""
 
@@ -129,6 +149,7 @@ class DriftNotConfirmed(NothingToDo):
 def require_confirmed(verdict: dict) -> dict:
     """Pass a confirmed drift verdict through; raise DriftNotConfirmed otherwise."""
     if not verdict.get("confirmed"):
-        raise DriftNotConfirmed(f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')} is not "
-                                "confirmed; no retraining")
+        raise DriftNotConfirmed(
+            f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')} is not confirmed; no retraining"
+        )
     return verdict

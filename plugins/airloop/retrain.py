@@ -50,23 +50,32 @@ def check_guards(cfg: PipelineConfig, batch_id: str, log: list[dict], outcomes: 
     if earlier:
         last = dt.date.fromisoformat(earlier[-1]["batch_id"])
         if (day - last).days < rc.cooldown_days:
-            return {"allowed": False, "guard": "cooldown",
-                    "reason": f"last retrain on {last} is {(day - last).days} day(s) ago; cooldown is "
-                              f"{rc.cooldown_days} days"}
+            return {
+                "allowed": False,
+                "guard": "cooldown",
+                "reason": f"last retrain on {last} is {(day - last).days} day(s) ago; cooldown is "
+                f"{rc.cooldown_days} days",
+            }
     recent = [e for e in earlier if (day - dt.date.fromisoformat(e["batch_id"])).days < rc.max_retrains_window_days]
     if len(recent) >= rc.max_retrains:
-        return {"allowed": False, "guard": "max_retrains",
-                "reason": f"{len(recent)} retrains in the last {rc.max_retrains_window_days} days; "
-                          f"the maximum is {rc.max_retrains}"}
+        return {
+            "allowed": False,
+            "guard": "max_retrains",
+            "reason": f"{len(recent)} retrains in the last {rc.max_retrains_window_days} days; "
+            f"the maximum is {rc.max_retrains}",
+        }
     failed_in_row = 0
     for entry in reversed(earlier):
         if outcomes.get(entry.get("train_run_id", "")) != "rejected":
             break
         failed_in_row += 1
     if failed_in_row >= rc.max_failed_in_row:
-        return {"allowed": False, "guard": "failed_in_row",
-                "reason": f"the last {failed_in_row} retrains did not beat the champion; stopping until a "
-                          "person looks (trigger the retrain DAG with force=true to override)"}
+        return {
+            "allowed": False,
+            "guard": "failed_in_row",
+            "reason": f"the last {failed_in_row} retrains did not beat the champion; stopping until a "
+            "person looks (trigger the retrain DAG with force=true to override)",
+        }
     return {"allowed": True, "guard": None, "reason": "all guards passed"}
 
 
@@ -117,13 +126,20 @@ def plan_initial(cfg: PipelineConfig, lake: Lake, batch_id: str | None, *, force
     tracking.configure_mlflow()
     champion = registry.get_version(cfg, "champion")
     if champion is not None and not force:
-        raise RetrainRefused(f"pipeline {cfg.name!r} already has champion v{champion.version}; later training "
-                             "is drift-triggered (trigger with force=true to train anyway)")
+        raise RetrainRefused(
+            f"pipeline {cfg.name!r} already has champion v{champion.version}; later training "
+            "is drift-triggered (trigger with force=true to train anyway)"
+        )
     batches = initial_batches(lake, batch_id)
     if not batches:
         raise RetrainRefused(f"pipeline {cfg.name!r}: no validated batches to train on yet")
-    return {"kind": "initial", "batch_id": batches[-1], "recent": batches, "older": [],
-            "reason": "forced" if champion is not None else "no champion yet"}
+    return {
+        "kind": "initial",
+        "batch_id": batches[-1],
+        "recent": batches,
+        "older": [],
+        "reason": "forced" if champion is not None else "no champion yet",
+    }
 
 
 def plan_retrain(cfg: PipelineConfig, lake: Lake, batch_id: str, *, force: bool = False) -> dict:
@@ -136,13 +152,20 @@ def plan_retrain(cfg: PipelineConfig, lake: Lake, batch_id: str, *, force: bool 
     log = retrain_log(lake)
     verdict = check_guards(cfg, batch_id, log, gate_outcomes([e.get("train_run_id") for e in log]))
     if not verdict["allowed"] and not force:
-        raise RetrainRefused(f"retrain of {cfg.name!r} on {batch_id} refused by guard "
-                             f"{verdict['guard']}: {verdict['reason']}")
+        raise RetrainRefused(
+            f"retrain of {cfg.name!r} on {batch_id} refused by guard {verdict['guard']}: {verdict['reason']}"
+        )
     recent, older = window_batches(cfg, lake, batch_id)
-    record_retrain(lake, {"batch_id": batch_id, "at": dt.datetime.now(dt.UTC).isoformat(), "forced": force,
-                          "guards": verdict})
-    return {"kind": "retrain", "batch_id": batch_id, "recent": recent, "older": older,
-            "reason": "forced" if force and not verdict["allowed"] else verdict["reason"]}
+    record_retrain(
+        lake, {"batch_id": batch_id, "at": dt.datetime.now(dt.UTC).isoformat(), "forced": force, "guards": verdict}
+    )
+    return {
+        "kind": "retrain",
+        "batch_id": batch_id,
+        "recent": recent,
+        "older": older,
+        "reason": "forced" if force and not verdict["allowed"] else verdict["reason"],
+    }
 
 
 def prepare_training(cfg: PipelineConfig, lake: Lake, plan: dict) -> dict:

@@ -141,22 +141,23 @@ class Runner:
         return result
 
     def _collect(self, dag_id: str, run_id: str, state: str) -> RunResult:
-        from sqlalchemy import delete, select
-
         from airflow.models.asset import AssetDagRunQueue
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.xcom import XComModel
         from airflow.utils.session import create_session
+        from sqlalchemy import delete, select
 
         result = RunResult(dag_id=dag_id, run_id=run_id, state=state.split(".")[-1].lower(), seconds=0.0)
         with create_session() as session:
-            tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id,
-                                                             TaskInstance.run_id == run_id)).all()
+            tis = session.scalars(
+                select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+            ).all()
             for ti in tis:
                 key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
                 result.tasks[key] = str(ti.state).split(".")[-1].lower()
-            for xcom in session.scalars(select(XComModel).where(XComModel.dag_id == dag_id,
-                                                                 XComModel.run_id == run_id)).all():
+            for xcom in session.scalars(
+                select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
+            ).all():
                 value = XComModel.deserialize_value(xcom)
                 if xcom.key == "return_value" and xcom.map_index < 0:
                     result.returns[xcom.task_id] = value

@@ -37,8 +37,10 @@ def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame) -> pd.DataFra
 
 def prediction_ids(cfg: PipelineConfig, frame: pd.DataFrame, batch_id: str) -> pd.Series:
     """Stable ids: ``{pipeline}:{batch}:{id}`` with the id column, else the row number in the batch."""
-    keys = frame[cfg.id_column].astype(str) if cfg.id_column in frame.columns else pd.Series(
-        np.arange(len(frame)).astype(str), index=frame.index
+    keys = (
+        frame[cfg.id_column].astype(str)
+        if cfg.id_column in frame.columns
+        else pd.Series(np.arange(len(frame)).astype(str), index=frame.index)
     )
     return f"{cfg.name}:{batch_id}:" + keys
 

@@ -96,11 +96,12 @@ def _batch(rng: np.random.Generator, n: int, day: dt.date, first_id: int, drifte
     return frame
 
 
-def simulate(out_dir: str | Path, spec: SimulationSpec = SimulationSpec()) -> dict:
+def simulate(out_dir: str | Path, spec: SimulationSpec | None = None) -> dict:
     """Write the history, the daily batches and the delayed labels feed; returns what was written.
 
     The same spec always writes the same bytes.
     """
+    spec = spec or SimulationSpec()
     out = Path(out_dir)
     (out / "landing").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
@@ -120,9 +121,7 @@ def simulate(out_dir: str | Path, spec: SimulationSpec = SimulationSpec()) -> di
         batch = _batch(rng, spec.daily_rows, day, next_id, drifted=i >= spec.drift_day)
         next_id += spec.daily_rows
         batch.drop(columns=["churned"]).to_csv(out / "landing" / f"churn_{day.isoformat()}.csv", index=False)
-        pending.setdefault(day + dt.timedelta(days=spec.label_delay_days), []).append(
-            batch[["customer_id", "churned"]]
-        )
+        pending.setdefault(day + dt.timedelta(days=spec.label_delay_days), []).append(batch[["customer_id", "churned"]])
         days.append(day.isoformat())
     for arrival, frames in sorted(pending.items()):
         pd.concat(frames).to_csv(out / "labels" / f"labels_{arrival.isoformat()}.csv", index=False)

@@ -39,10 +39,9 @@ def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
 
 def _dag_runs(cfg: PipelineConfig) -> dict:
     """The last run of each stage DAG from Airflow's metadata DB (None where it never ran)."""
-    from sqlalchemy import select
-
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     out: dict[str, dict | None] = {}
     with create_session() as session:
@@ -51,13 +50,17 @@ def _dag_runs(cfg: PipelineConfig) -> dict:
             run = session.scalars(
                 select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
             ).first()
-            out[stage] = None if run is None else {
-                "dag_id": dag_id,
-                "run_id": run.run_id,
-                "state": str(run.state).split(".")[-1].lower(),
-                "start": run.start_date.isoformat() if run.start_date else None,
-                "end": run.end_date.isoformat() if run.end_date else None,
-            }
+            out[stage] = (
+                None
+                if run is None
+                else {
+                    "dag_id": dag_id,
+                    "run_id": run.run_id,
+                    "state": str(run.state).split(".")[-1].lower(),
+                    "start": run.start_date.isoformat() if run.start_date else None,
+                    "end": run.end_date.isoformat() if run.end_date else None,
+                }
+            )
     return out
 
 
@@ -73,9 +76,11 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
         "champion": _version_info(cfg, "champion"),
         "challenger": _version_info(cfg, "challenger"),
         "dag_runs": _dag_runs(cfg),
-        "drift": None if verdict is None else {
-            k: verdict.get(k) for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri",
-                                        "model_version")
+        "drift": None
+        if verdict is None
+        else {
+            k: verdict.get(k)
+            for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri", "model_version")
         },
         "retrains": retrain.retrain_log(lake),
         "lake_uri": lake.root,
@@ -105,8 +110,10 @@ def render(doc: dict) -> str:
         if champ:
             shown = {k: v for k, v in champ["metrics"].items() if k.startswith("test_") or k.startswith("cv_")}
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:5])
-            lines.append(f"  champion  v{champ['version']} ({champ['candidate']}), promoted {champ['promoted_at']}"
-                         f" by {champ['promoted_by']}; {metrics}")
+            lines.append(
+                f"  champion  v{champ['version']} ({champ['candidate']}), promoted {champ['promoted_at']}"
+                f" by {champ['promoted_by']}; {metrics}"
+            )
         else:
             lines.append("  champion  none yet")
         for stage, run in p["dag_runs"].items():

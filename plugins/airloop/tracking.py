@@ -76,7 +76,7 @@ def run_url(run_id: str) -> str:
 
 
 def code_version() -> dict[str, str]:
-    """``{"git_sha", "uv_lock_sha256"}`` of the checkout at ``settings.REPO_ROOT``; "unknown" when unavailable."""
+    """``{"git_sha", "uv_lock_sha256"}`` of the checkout at ``settings.REPO_ROOT``; "unknown" if unavailable."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

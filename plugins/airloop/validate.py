@@ -25,9 +25,18 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from airloop.config import PipelineConfig
-from airloop.lake import Lake, delete, exists, filesystem, join, read_json, read_parquet, write_json, write_parquet
-
-log = logging.getLogger(__name__)
+from airloop.errors import BadInput
+from airloop.lake import (
+    Lake,
+    delete,
+    exists,
+    filesystem,
+    join,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -35,12 +44,16 @@ SEVERITIES = (CRITICAL, WARNING)
 _DETAILS_MAX_CHARS = 160
 
 
-class SuiteError(ValueError):
+class SuiteError(BadInput):
     """An expectation suite that cannot be used; the message names the file and the expectation."""
 
 
-class BatchQuarantined(ValueError):
-    """A batch failed a critical expectation and was moved to quarantine; the message says why and where."""
+class BatchQuarantined(BadInput):
+    """A batch failed a critical expectation and was moved to quarantine; the message says why and where.
+
+    ``result`` is the dict :func:`validate_batch` would have returned. A ``ValueError`` (via ``BadInput``):
+    retrying cannot help, the data or the suite must change.
+    """
 
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
@@ -69,8 +82,9 @@ class ValidationOutcome:
     def summary(self) -> str:
         """A readable multi-line block: the verdict, then one line per failed expectation."""
         subject = f"batch {self.batch_id}" if self.batch_id else "frame"
+        verdict = self.verdict.replace("_", " ").upper()
         lines = [
-            f"Validation of {subject} against suite '{self.suite_name}': {self.verdict.replace('_', ' ').upper()} "
+            f"Validation of {subject} against suite '{self.suite_name}': {verdict} "
             f"({self.evaluated} expectations, {len(self.critical)} critical failures, "
             f"{len(self.warnings)} warnings)"
         ]
@@ -86,7 +100,7 @@ class ValidationOutcome:
 
 
 def describe_failure(failure: dict, severity: str) -> str:
-    """One line for a failed expectation, e.g. ``CRITICAL expect_... on column 'x': 12.5% of rows failing``."""
+    """One line for a failed expectation: ``CRITICAL expect_... on column 'x': 12.5% of rows failing``."""
     text = f"{severity.upper()} {failure['expectation']}"
     if failure.get("column") is not None:
         text += f" on column '{failure['column']}'"
@@ -146,7 +160,7 @@ def _columns_of(exp: dict) -> list[str]:
 
 
 def _severity(exp: dict) -> str:
-    """``meta.severity`` wins; else GX's own ``severity`` field (``info`` counts as a warning); else critical."""
+    """``meta.severity``, else GX's own ``severity`` field (``info`` counts as a warning), else critical."""
     value = (exp.get("meta") or {}).get("severity") or exp.get("severity") or CRITICAL
     return WARNING if value == "info" else value
 
@@ -157,7 +171,9 @@ def check_suite(suite: Any, source: str) -> dict:
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise SuiteError(f"{source}: expected a JSON object with an 'expectations' list, found {type(suite).__name__}")
+        raise SuiteError(
+            f"{source}: expected a JSON object with an 'expectations' list, found {type(suite).__name__}"
+        )
     for i, exp in enumerate(suite["expectations"]):
         where = f"{source}: expectation #{i} ({exp.get('type', '?') if isinstance(exp, dict) else exp!r})"
         if not isinstance(exp, dict):
@@ -165,10 +181,14 @@ def check_suite(suite: Any, source: str) -> dict:
         if "expectation_type" in exp:
             raise SuiteError(f"{where}: key 'expectation_type' is GX 0.x format; GX 1.x calls it 'type'")
         if _severity(exp) not in SEVERITIES:
-            raise SuiteError(f"{where}: meta.severity: expected one of {SEVERITIES}, found {_severity(exp)!r}")
+            raise SuiteError(
+                f"{where}: meta.severity: expected one of {SEVERITIES}, found {_severity(exp)!r}"
+            )
         bookkeeping = [c for c in _columns_of(exp) if c.startswith("_")]
         if bookkeeping:
-            raise SuiteError(f"{where}: columns {bookkeeping} are Airloop bookkeeping ('_' prefix), never checked")
+            raise SuiteError(
+                f"{where}: columns {bookkeeping} are Airloop bookkeeping ('_' prefix), never checked"
+            )
         try:
             ExpectationConfiguration(**exp).to_domain_obj()
         except Exception as err:  # GX raises several types here (pydantic, TypeError, its own)
@@ -269,7 +289,8 @@ def _failure(exp_type: str, kwargs: dict, result: dict, error: str | None) -> di
         details = f"observed {result['observed_value']}"
     elif result.get("unexpected_count") is not None:
         details = f"{result['unexpected_count']} of {result.get('element_count')} rows"
-        examples = [f"{c['value']!r} x{c['count']}" for c in (result.get("partial_unexpected_counts") or [])[:3]]
+        # GX's partial_unexpected_counts count within a 20-row sample only, so show values, not counts.
+        examples = [repr(c["value"]) for c in (result.get("partial_unexpected_counts") or [])[:3]]
         if examples and exp_type != "expect_column_values_to_not_be_null":
             details += f", e.g. {', '.join(examples)}"
     else:
@@ -312,7 +333,9 @@ def validate_frame(
         )
         expectation_suite = context.suites.add(gx.ExpectationSuite(**gx_suite))
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{name}-{batch_id or 'frame'}", data=batch_definition, suite=expectation_suite)
+            gx.ValidationDefinition(
+                name=f"{name}-{batch_id or 'frame'}", data=batch_definition, suite=expectation_suite
+            )
         )
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(
@@ -331,7 +354,9 @@ def validate_frame(
             if r.success:
                 continue
             config = r.expectation_config
-            failure = _failure(config.type, dict(config.kwargs), dict(r.result or {}), _exception_message(r.exception_info))
+            failure = _failure(
+                config.type, dict(config.kwargs), dict(r.result or {}), _exception_message(r.exception_info)
+            )
             (warnings if (config.meta or {}).get("severity") == WARNING else critical).append(failure)
     index = Path(docs_dir) / "index.html" if docs_dir else None
     return ValidationOutcome(
@@ -369,8 +394,9 @@ def validate_batch(
 ) -> dict:
     """Validate the staged batch; move it to ``validated/`` or ``quarantine/`` and record it in the manifest.
 
-    Returns ``{"batch_id", "verdict", "uri", "rows", "warnings", "data_docs"}``. Raises
-    :class:`BatchQuarantined` (after writing the quarantine copy and the manifest) on a critical failure.
+    Returns ``{"batch_id", "verdict", "uri", "rows", "warnings", "data_docs", "summary"}`` (``summary``: the
+    readable block the DAG task ends its log with). Raises :class:`BatchQuarantined` (after writing the
+    quarantine copy and the manifest) on a critical failure.
     """
     lake = lake or Lake(cfg.name)
     staged_uri = lake.part("staged", batch_id)
@@ -385,6 +411,7 @@ def validate_batch(
     # failures still go to the manifest and the task log). Uploading a built site is a possible follow-up.
     outcome = validate_frame(frame, suite, docs_dir=docs_dir, batch_id=batch_id)
     docs_index = join(docs_uri, "index.html") if outcome.data_docs else None
+    outcome.data_docs = docs_index  # report the lake URI, as every other Airloop path
 
     passed = outcome.success
     verdict = outcome.verdict if passed else "quarantined"
@@ -393,7 +420,9 @@ def validate_batch(
     delete(lake.part("quarantine" if passed else "validated", batch_id))  # one copy per batch, ever
 
     manifest_uri = lake.manifest(batch_id)
-    manifest = read_json(manifest_uri) if exists(manifest_uri) else {"batch_id": batch_id, "pipeline": cfg.name}
+    manifest = (
+        read_json(manifest_uri) if exists(manifest_uri) else {"batch_id": batch_id, "pipeline": cfg.name}
+    )
     path = suite_path(cfg)
     manifest["validation"] = {
         "verdict": verdict,
@@ -417,17 +446,16 @@ def validate_batch(
         "rows": len(frame),
         "warnings": len(outcome.warnings),
         "data_docs": docs_index,
+        "summary": f"Read {staged_uri} ({len(frame)} rows); verdict {verdict}; wrote {out_uri}\n"
+        + outcome.summary(),
     }
-    log.info(
-        "Read %s (%d rows). Verdict: %s. Wrote %s; manifest %s.\n%s",
-        staged_uri, len(frame), verdict, out_uri, manifest_uri, outcome.summary(),
-    )
     if not passed:
         failures = "\n".join(f"  - {describe_failure(f, CRITICAL)}" for f in outcome.critical)
         raise BatchQuarantined(
             f"batch {batch_id} of pipeline '{cfg.name}' quarantined: {len(outcome.critical)} critical "
             f"expectation(s) of suite '{outcome.suite_name}' failed:\n{failures}\n"
-            f"All {len(frame)} rows kept in {out_uri}. Data Docs: {docs_index or 'not built (object-store lake)'}",
+            f"All {len(frame)} rows kept in {out_uri}. "
+            f"Data Docs: {docs_index or 'not built (object-store lake)'}",
             result,
         )
     return result
