@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from airloop_wiring import (
+from airloop.dagkit import (
     asset,
     batch_ids,
     batch_param,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop_wiring import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, trigger_extra
+from airloop.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, trigger_extra
 
 configs, _ = pipelines()
 

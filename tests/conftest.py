@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO / "plugins", REPO / "dags"):
+for extra in (REPO / "plugins",):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 

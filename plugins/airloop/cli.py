@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from airloop.config import PipelineConfigError, get_pipeline, load_pipelines
+from airloop.simulate import SimulationSpec
 
 
 def _runner(args):
@@ -54,8 +55,10 @@ def cmd_demo(args) -> int:
     from airloop import demo
 
     cfg = get_pipeline(args.name)
+    spec = SimulationSpec(history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days,
+                          drift_day=args.drift_day)
     runner = _runner(args)
-    facts = demo.run_demo(cfg, runner)
+    facts = demo.run_demo(cfg, runner, spec)
     print(demo.summary(cfg, facts))
     return 0
 
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("demo", help="the whole loop on simulated data")
     p.add_argument("--name", default="churn")
+    defaults = SimulationSpec()
+    p.add_argument("--days", type=int, default=defaults.days, help="daily batches after the history")
+    p.add_argument("--drift-day", type=int, default=defaults.drift_day, help="first drifted day (1-based)")
+    p.add_argument("--daily-rows", type=int, default=defaults.daily_rows)
+    p.add_argument("--history-rows", type=int, default=defaults.history_rows)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("simulate", help="write the demo data set")
     p.add_argument("dir")

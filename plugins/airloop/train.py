@@ -46,6 +46,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from airloop import lake, tracking
 from airloop.config import CandidateConfig, PipelineConfig
 from airloop.datasets import BATCH_COLUMN, feature_columns, fingerprint
+from airloop.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,15 @@ _SKOPS_TRUSTED_EXACT = frozenset({"operator.methodcaller"})
 def greater_is_better(metric: str) -> bool:
     """True when a higher value of ``metric`` is better; ValueError for an unknown metric."""
     if metric not in METRIC_DIRECTIONS:
-        raise ValueError(f"metric {metric!r}: expected one of {sorted(METRIC_DIRECTIONS)}")
+        raise BadInput(f"metric {metric!r}: expected one of {sorted(METRIC_DIRECTIONS)}")
     return METRIC_DIRECTIONS[metric] == "max"
 
 
 def check_metric(task: str, metric: str) -> None:
     """ValueError unless ``metric`` is computed for ``task`` (e.g. rmse is not a classification metric)."""
     if metric not in TASK_METRICS[task]:
-        raise ValueError(
-            f"evaluation.primary_metric: expected one of {list(TASK_METRICS[task])} for {task}, "
-            f"found {metric!r}"
+        raise BadInput(
+            f"evaluation.primary_metric: expected one of {list(TASK_METRICS[task])} for {task}, found {metric!r}"
         )
 
 
@@ -119,7 +119,8 @@ def compute_metrics(
 
     Classification: roc_auc (binary; macro one-vs-rest for multiclass), pr_auc (binary), f1 (binary on the
     second class; macro for multiclass), log_loss, accuracy. ``y_proba`` columns follow ``classes``
-    (the model's ``classes_``; default: the sorted labels of ``y_true``). Regression: rmse, mae, r2.
+    (the model's ``classes_``; default: the sorted labels of ``y_true``); a 1-D ``y_proba`` is the
+    probability of the second class of a binary problem. Regression: rmse, mae, r2.
     A metric that is undefined on this data (one class only in ``y_true``) is left out.
     """
     y_true = np.asarray(y_true)
@@ -140,6 +141,8 @@ def compute_metrics(
     if y_proba is None:
         return out
     proba = np.asarray(y_proba, dtype=float)
+    if proba.ndim == 1:  # the positive-class probability of a binary problem
+        proba = np.column_stack([1.0 - proba, proba])
     out["log_loss"] = float(log_loss(y_true, proba, labels=classes))
     if len(np.unique(y_true)) < 2:
         return out
@@ -149,9 +152,7 @@ def compute_metrics(
             out["roc_auc"] = float(roc_auc_score(positive, proba[:, 1]))
             out["pr_auc"] = float(average_precision_score(positive, proba[:, 1]))
         else:
-            out["roc_auc"] = float(
-                roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes)
-            )
+            out["roc_auc"] = float(roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes))
     except ValueError as err:  # e.g. a class missing from this holdout
         log.warning("roc_auc left out: %s", err)
     return out
@@ -164,7 +165,7 @@ def _scorer(task: str, metric: str, classes: np.ndarray) -> Any:
         return "roc_auc" if binary else "roc_auc_ovr"
     if metric == "pr_auc":
         if not binary:
-            raise ValueError(f"primary metric pr_auc needs a binary target, found {len(classes)} classes")
+            raise BadInput(f"primary metric pr_auc needs a binary target, found {len(classes)} classes")
         return make_scorer(average_precision_score, response_method="predict_proba", pos_label=classes[1])
     if metric == "f1":
         return make_scorer(f1_score, pos_label=classes[1]) if binary else "f1_macro"
@@ -221,7 +222,7 @@ def default_candidates(task: str) -> list[CandidateConfig]:
                 search_space={"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31]},
             ),
         ]
-    raise ValueError(f"task: expected 'classification' or 'regression', found {task!r}")
+    raise BadInput(f"task: expected 'classification' or 'regression', found {task!r}")
 
 
 def candidates(cfg: PipelineConfig) -> list[CandidateConfig]:
@@ -233,7 +234,7 @@ def get_candidate(cfg: PipelineConfig, name: str) -> CandidateConfig:
     """The candidate called ``name``; ValueError listing the known names otherwise."""
     found = {c.name: c for c in candidates(cfg)}
     if name not in found:
-        raise ValueError(f"pipeline {cfg.name!r}: no candidate named {name!r} (known: {', '.join(found)})")
+        raise BadInput(f"pipeline {cfg.name!r}: no candidate named {name!r} (known: {', '.join(found)})")
     return found[name]
 
 
@@ -246,7 +247,7 @@ def resolve_estimator(candidate: CandidateConfig, task: str | None = None) -> tu
     elif paths and task is None and len(set(paths.values())) == 1:
         path = next(iter(paths.values()))
     elif paths:
-        raise ValueError(
+        raise BadInput(
             f"candidate {candidate.name!r}: estimator {name!r} is defined for {sorted(paths)}, "
             f"not for task {task!r}; use one of {sorted(ESTIMATORS.get(task or '', {}))} or an import path"
         )
@@ -254,7 +255,7 @@ def resolve_estimator(candidate: CandidateConfig, task: str | None = None) -> tu
         path = name
     else:
         known = sorted({n for names in ESTIMATORS.values() for n in names})
-        raise ValueError(
+        raise BadInput(
             f"candidate {candidate.name!r}: unknown estimator {name!r}; expected a short name "
             f"({', '.join(known)}) or an import path like 'sklearn.svm.SVC'"
         )
@@ -262,12 +263,12 @@ def resolve_estimator(candidate: CandidateConfig, task: str | None = None) -> tu
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(
+        raise BadInput(
             f"candidate {candidate.name!r}: estimator {path!r} cannot be imported ({err}); expected an "
             f"importable class like 'sklearn.svm.SVC'"
         ) from None
     if not (hasattr(cls, "fit") and hasattr(cls, "predict")):
-        raise ValueError(f"candidate {candidate.name!r}: {path!r} is not an estimator (no fit/predict)")
+        raise BadInput(f"candidate {candidate.name!r}: {path!r} is not an estimator (no fit/predict)")
     return path, cls
 
 
@@ -286,15 +287,13 @@ def build_pipeline(
     encoding that ignores unseen categories. The estimator gets ``random_state=seed`` when it has one.
     """
     if not numeric and not categorical:
-        raise ValueError(f"candidate {candidate.name!r}: no feature columns to train on")
+        raise BadInput(f"candidate {candidate.name!r}: no feature columns to train on")
     _, cls = resolve_estimator(candidate, task)
     params = dict(candidate.params)
     try:
         estimator = cls(**params)
     except TypeError as err:
-        raise ValueError(
-            f"candidate {candidate.name!r}: params {params} rejected by {cls.__name__}: {err}"
-        ) from None
+        raise BadInput(f"candidate {candidate.name!r}: params {params} rejected by {cls.__name__}: {err}") from None
     if "random_state" in estimator.get_params() and "random_state" not in params:
         estimator.set_params(random_state=seed)
     transformers = []
@@ -325,12 +324,12 @@ def build_pipeline(
 def _check_trainable(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     where = f"pipeline {cfg.name!r}"
     if cfg.target not in frame.columns:
-        raise ValueError(
+        raise BadInput(
             f"{where}: target column {cfg.target!r} is not in the training data "
             f"(found columns: {sorted(map(str, frame.columns))})"
         )
     if len(frame) < MIN_TRAIN_ROWS:
-        raise ValueError(
+        raise BadInput(
             f"{where}: training needs at least {MIN_TRAIN_ROWS} labeled rows in target column "
             f"{cfg.target!r}, found {len(frame)}"
         )
@@ -338,7 +337,7 @@ def _check_trainable(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
         counts = frame[cfg.target].value_counts()
         if len(counts) < 2:
             found = repr(counts.index[0]) if len(counts) else "none"
-            raise ValueError(
+            raise BadInput(
                 f"{where}: classification needs at least two classes in target column {cfg.target!r}, "
                 f"found a single class {found} in {len(frame)} rows"
             )
@@ -446,9 +445,7 @@ def skops_trusted_types(model: Any) -> list[str]:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(data=sio.dumps(model))
-    unexpected = [
-        t for t in untrusted if not (t.startswith(_SKOPS_TRUSTED_PREFIXES) or t in _SKOPS_TRUSTED_EXACT)
-    ]
+    unexpected = [t for t in untrusted if not (t.startswith(_SKOPS_TRUSTED_PREFIXES) or t in _SKOPS_TRUSTED_EXACT)]
     if unexpected:
         raise ValueError(f"model references types outside the skops allow-list: {unexpected}")
     return list(untrusted)
@@ -491,7 +488,7 @@ def _search_space(candidate: CandidateConfig, model: Pipeline) -> dict[str, list
     valid = model.named_steps["model"].get_params()
     unknown = [k for k in candidate.search_space if k not in valid]
     if unknown:
-        raise ValueError(
+        raise BadInput(
             f"candidate {candidate.name!r}: search_space keys {unknown} are not parameters of "
             f"{type(model.named_steps['model']).__name__} (known: {sorted(valid)})"
         )
@@ -595,18 +592,14 @@ def train_candidate(
         with warnings.catch_warnings():
             # file:// sources match two equivalent resolvers; MLflow warns and picks one.
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            train_ds = mlflow.data.from_pandas(
-                train, source=split["train_uri"], name="train", targets=cfg.target
-            )
+            train_ds = mlflow.data.from_pandas(train, source=split["train_uri"], name="train", targets=cfg.target)
             test_ds = mlflow.data.from_pandas(test, source=split["test_uri"], name="test", targets=cfg.target)
         mlflow.log_input(train_ds, context="training")
         mlflow.log_input(test_ds, context="testing")
         info, serialization = log_sklearn_model(model, X.head(50))
         mlflow.set_tag("airloop.serialization", serialization)
         mlflow.log_metric(f"cv_{metric}", cv_score, model_id=info.model_id)
-        mlflow.log_metrics(
-            {f"test_{k}": v for k, v in test_metrics.items()}, model_id=info.model_id, dataset=test_ds
-        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, model_id=info.model_id, dataset=test_ds)
         run_id = run.info.run_id
     log.info(
         "candidate %s: cv_%s=%.4f test=%s run=%s",
@@ -636,9 +629,7 @@ def select_best(cfg: PipelineConfig, results: list[dict[str, Any]]) -> dict[str,
     """
     usable = [r for r in results if r and r.get("cv_score") is not None and not math.isnan(r["cv_score"])]
     if not usable:
-        raise ValueError(
-            f"pipeline {cfg.name!r}: no candidate produced a cv score (got {len(results)} results)"
-        )
+        raise ValueError(f"pipeline {cfg.name!r}: no candidate produced a cv score (got {len(results)} results)")
     higher = greater_is_better(cfg.primary_metric)
     ranked = sorted(usable, key=lambda r: r["cv_score"], reverse=higher)
     best = ranked[0]

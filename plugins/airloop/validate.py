@@ -123,6 +123,18 @@ def suite_path(cfg: PipelineConfig) -> Path:
     return suites_dir() / f"{cfg.name}.json"
 
 
+@contextlib.contextmanager
+def _quiet_gx() -> Iterator[None]:
+    """GX logs at INFO on import (hundreds of lines) and at every step; keep only its warnings, for one call."""
+    logger = logging.getLogger("great_expectations")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _expectation(type_: str, severity: str = CRITICAL, **kwargs: Any) -> dict:
     return {"type": type_, "kwargs": kwargs, "meta": {"severity": severity}}
 
@@ -167,13 +179,12 @@ def _severity(exp: dict) -> str:
 
 def check_suite(suite: Any, source: str) -> dict:
     """Check a suite dict in GX 1.x's JSON format; ``source`` names it in errors. Returns the suite."""
-    import great_expectations as gx
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    with _quiet_gx():
+        import great_expectations as gx
+        from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise SuiteError(
-            f"{source}: expected a JSON object with an 'expectations' list, found {type(suite).__name__}"
-        )
+        raise SuiteError(f"{source}: expected a JSON object with an 'expectations' list, found {type(suite).__name__}")
     for i, exp in enumerate(suite["expectations"]):
         where = f"{source}: expectation #{i} ({exp.get('type', '?') if isinstance(exp, dict) else exp!r})"
         if not isinstance(exp, dict):
@@ -181,14 +192,10 @@ def check_suite(suite: Any, source: str) -> dict:
         if "expectation_type" in exp:
             raise SuiteError(f"{where}: key 'expectation_type' is GX 0.x format; GX 1.x calls it 'type'")
         if _severity(exp) not in SEVERITIES:
-            raise SuiteError(
-                f"{where}: meta.severity: expected one of {SEVERITIES}, found {_severity(exp)!r}"
-            )
+            raise SuiteError(f"{where}: meta.severity: expected one of {SEVERITIES}, found {_severity(exp)!r}")
         bookkeeping = [c for c in _columns_of(exp) if c.startswith("_")]
         if bookkeeping:
-            raise SuiteError(
-                f"{where}: columns {bookkeeping} are Airloop bookkeeping ('_' prefix), never checked"
-            )
+            raise SuiteError(f"{where}: columns {bookkeeping} are Airloop bookkeeping ('_' prefix), never checked")
         try:
             ExpectationConfiguration(**exp).to_domain_obj()
         except Exception as err:  # GX raises several types here (pydantic, TypeError, its own)
@@ -221,18 +228,6 @@ def load_suite(cfg: PipelineConfig, columns: list[str]) -> dict:
 
 
 # --- running GX --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_gx() -> Iterator[None]:
-    """GX logs every step at INFO; keep only its warnings for the length of one call."""
-    logger = logging.getLogger("great_expectations")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _gx_context(docs_dir: str | None) -> Any:
@@ -312,8 +307,9 @@ def validate_frame(
     Bookkeeping columns (``_`` prefix) are not shown to GX. Returns a :class:`ValidationOutcome`; its
     ``data_docs`` is the path of ``index.html`` when Data Docs were built.
     """
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+    with _quiet_gx():
+        import great_expectations as gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
 
     name = suite.get("name") or "airloop"
     gx_suite = copy.deepcopy(suite)
@@ -420,9 +416,7 @@ def validate_batch(
     delete(lake.part("quarantine" if passed else "validated", batch_id))  # one copy per batch, ever
 
     manifest_uri = lake.manifest(batch_id)
-    manifest = (
-        read_json(manifest_uri) if exists(manifest_uri) else {"batch_id": batch_id, "pipeline": cfg.name}
-    )
+    manifest = read_json(manifest_uri) if exists(manifest_uri) else {"batch_id": batch_id, "pipeline": cfg.name}
     path = suite_path(cfg)
     manifest["validation"] = {
         "verdict": verdict,
@@ -446,8 +440,7 @@ def validate_batch(
         "rows": len(frame),
         "warnings": len(outcome.warnings),
         "data_docs": docs_index,
-        "summary": f"Read {staged_uri} ({len(frame)} rows); verdict {verdict}; wrote {out_uri}\n"
-        + outcome.summary(),
+        "summary": f"Read {staged_uri} ({len(frame)} rows); verdict {verdict}; wrote {out_uri}\n" + outcome.summary(),
     }
     if not passed:
         failures = "\n".join(f"  - {describe_failure(f, CRITICAL)}" for f in outcome.critical)

@@ -1,7 +1,8 @@
 """Shared wiring for Airloop's DAG files: pipelines, Assets, default args, and task helpers.
 
-Parse-time work is limited to reading the pipeline YAML files: no heavy imports, no DB, no network.
-This file defines no DAG (it is listed in dags/.airflowignore).
+The one module of the package that speaks Airflow's Task SDK (stage modules never import Airflow). DAG files
+import it as ``airloop.dagkit`` (``plugins/`` is on Airflow's sys.path). Parse-time work is limited to reading
+the pipeline YAML files: no heavy imports, no DB, no network.
 """
 
 from __future__ import annotations
