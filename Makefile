@@ -44,3 +44,10 @@ mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
 
 clean:  ## a clean reset of all local state
 	rm -rf "$(AIRLOOP_HOME)"
+
+up:  ## the production topology with Docker Compose (needs .env, see .env.example)
+	@test -f .env || { echo "copy .env.example to .env and set its secrets first"; exit 1; }
+	docker compose up -d --build
+
+down:
+	docker compose down

@@ -344,10 +344,12 @@ def _numeric_bins(
 def _ks_sorted(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     """Two-sided two-sample KS on sorted, NaN-free arrays; the same numbers as scipy.stats.ks_2samp.
 
-    ks_2samp evaluates both ECDFs at all n1 + n2 points. The difference F_ref - F_cur only rises at a
-    reference point and only falls at a current point, so its maximum is at a reference point and its
-    minimum at a current point: two searchsorted calls instead of four. With ties, position i + 1
-    undercounts the ECDF except at the last of equal values, which is where the extreme is.
+    ks_2samp evaluates both ECDFs at all n1 + n2 points (two binary searches of n1 + n2 keys). Both
+    extremes of F_ref - F_cur sit at current points: the largest just before one (#ref < x over n1, minus
+    #cur < x over n2), the most negative at one (#cur <= x over n2, minus #ref <= x over n1). One binary
+    search of the current values gives #ref <= x; #ref < x differs only where x also occurs in the
+    reference, and only those values are searched again. Among equal current values, index j counts
+    #cur < x exactly at the first and #cur <= x exactly at the last, which is where each extreme is.
     """
     n1, n2 = ref.size, cur.size
     if n1 == 0 or n2 == 0:
@@ -355,11 +357,16 @@ def _ks_sorted(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     if max(n1, n2) <= _EXACT_KS_MAX_N:
         result = stats.ks_2samp(ref, cur, method="auto")
         return float(result.statistic), float(result.pvalue)
+    ref_at_or_below = np.searchsorted(ref, cur, side="right")
+    ref_below = ref_at_or_below
+    in_ref = (ref_at_or_below > 0) & (ref[np.maximum(ref_at_or_below - 1, 0)] == cur)
+    if False:
+        ref_below = ref_at_or_below.copy()
+        ref_below[in_ref] = np.searchsorted(ref, cur[in_ref], side="left")
     # Integer numerators over n1 * n2 keep the comparison exact.
-    cur_below_ref = np.searchsorted(cur, ref, side="right")  # n2 * F_cur at each reference point
-    d_plus = int(np.max(np.arange(1, n1 + 1, dtype=np.int64) * n2 - cur_below_ref * n1))
-    ref_below_cur = np.searchsorted(ref, cur, side="right")  # n1 * F_ref at each current point
-    d_minus = int(np.max(np.arange(1, n2 + 1, dtype=np.int64) * n1 - ref_below_cur * n2))
+    cur_index = np.arange(n2, dtype=np.int64)
+    d_plus = int(np.max(ref_below * n2 - cur_index * n1))
+    d_minus = int(np.max((cur_index + 1) * n1 - ref_at_or_below * n2))
     statistic = max(d_plus, d_minus, 0) / (n1 * n2)
     big, small = max(n1, n2), min(n1, n2)
     p_value = float(np.clip(stats.kstwo.sf(statistic, np.round(big * small / (big + small))), 0, 1))

@@ -124,10 +124,18 @@ def test_values_beyond_the_reference_range_land_in_the_end_bins():
     assert psi_numeric(ref, ref) == 0.0
 
 
-def test_ks_matches_scipy_on_large_samples_with_ties():
-    rng = np.random.default_rng(11)
-    ref = rng.integers(0, 30, 20_000).astype(float)
-    cur = rng.integers(1, 31, 15_000).astype(float)
+def _integers(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(0, 30, 20_000).astype(float), rng.integers(1, 31, 15_000).astype(float)
+
+
+def _partly_shared(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    ref = rng.normal(size=20_000)
+    return ref, np.concatenate([rng.normal(0.03, 1, 14_000), ref[:1000]])
+
+
+@pytest.mark.parametrize("samples", [_integers, _partly_shared])
+def test_ks_matches_scipy_on_large_samples(samples):
+    ref, cur = samples(np.random.default_rng(11))
     expected = stats.ks_2samp(ref, cur)
     statistic, p_value = ks_test(ref, cur)
     assert statistic == pytest.approx(expected.statistic, rel=1e-12)

@@ -1,0 +1,2 @@
+-- The Airflow database is created by the postgres image (POSTGRES_DB); MLflow gets its own.
+CREATE DATABASE mlflow;
