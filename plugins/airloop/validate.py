@@ -356,7 +356,7 @@ def validate_frame(
             (warnings if (config.meta or {}).get("severity") == WARNING else critical).append(failure)
     index = Path(docs_dir) / "index.html" if docs_dir else None
     return ValidationOutcome(
-        success=True,
+        success=not critical,
         critical=critical,
         warnings=warnings,
         evaluated=evaluated,
