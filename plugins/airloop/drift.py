@@ -150,9 +150,7 @@ def ks_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     return _ks_sorted(ref_sorted, cur_sorted)
 
 
-def chi2_test(
-    reference: Sequence[Any] | pd.Series, current: Sequence[Any] | pd.Series
-) -> tuple[float, float]:
+def chi2_test(reference: Sequence[Any] | pd.Series, current: Sequence[Any] | pd.Series) -> tuple[float, float]:
     """Pearson chi-squared (statistic, p-value) of the 2 x k table of category counts, missing as a category.
 
     A contingency test rather than "current against reference proportions", because the reference is a
@@ -360,13 +358,15 @@ def _ks_sorted(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     ref_at_or_below = np.searchsorted(ref, cur, side="right")
     ref_below = ref_at_or_below
     in_ref = (ref_at_or_below > 0) & (ref[np.maximum(ref_at_or_below - 1, 0)] == cur)
-    if False:
+    if in_ref.any():
         ref_below = ref_at_or_below.copy()
         ref_below[in_ref] = np.searchsorted(ref, cur[in_ref], side="left")
-    # Integer numerators over n1 * n2 keep the comparison exact.
-    cur_index = np.arange(n2, dtype=np.int64)
-    d_plus = int(np.max(ref_below * n2 - cur_index * n1))
-    d_minus = int(np.max((cur_index + 1) * n1 - ref_at_or_below * n2))
+    # Integer numerators over n1 * n2 keep the comparison exact; in-place steps keep the temporaries few.
+    cur_steps = np.arange(0, n2 * n1, n1, dtype=np.int64)  # j * n1
+    work = np.multiply(ref_below, n2, dtype=np.int64)
+    d_plus = int(np.subtract(work, cur_steps, out=work).max())
+    np.multiply(ref_at_or_below, n2, out=work)
+    d_minus = n1 + int(np.subtract(cur_steps, work, out=work).max())
     statistic = max(d_plus, d_minus, 0) / (n1 * n2)
     big, small = max(n1, n2), min(n1, n2)
     p_value = float(np.clip(stats.kstwo.sf(statistic, np.round(big * small / (big + small))), 0, 1))
@@ -507,9 +507,7 @@ def render_html(report: DriftReport, title: str, context: dict[str, Any] | None 
     rows = sorted(report.features, key=lambda f: -f.psi)
     if report.prediction is not None:
         rows = [report.prediction, *rows]
-    context_html = "".join(
-        f"<dt>{esc(str(k))}</dt><dd>{esc(str(v))}</dd>" for k, v in (context or {}).items()
-    )
+    context_html = "".join(f"<dt>{esc(str(k))}</dt><dd>{esc(str(v))}</dd>" for k, v in (context or {}).items())
     table_rows = []
     for f in rows:
         label = f"{f.feature} (prediction)" if f is report.prediction else f.feature

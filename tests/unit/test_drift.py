@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from airloop.config import MonitoringConfig
 from airloop.drift import (
     chi2_test,
@@ -18,16 +20,13 @@ from airloop.drift import (
     psi_numeric,
     render_html,
 )
-from scipy import stats
 
 CFG = MonitoringConfig()
 NUMERIC = ["tenure", "monthly_charges", "total_charges"]
 CATEGORICAL = ["contract", "internet"]
 
 
-def churn_like(
-    seed: int, n: int = 2000, charges_shift: float = 0.0, month_share: float = 0.7
-) -> pd.DataFrame:
+def churn_like(seed: int, n: int = 2000, charges_shift: float = 0.0, month_share: float = 0.7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
