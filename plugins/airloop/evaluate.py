@@ -75,11 +75,10 @@ def _same(a: list, b: list) -> bool:
     return True
 
 
-def infra_check(model_uri: str, rows: pd.DataFrame, expected: list) -> tuple[bool, str]:
-    """Load ``model_uri`` in a fresh process and score ``rows`` in order and shuffled.
-
-    Passes when both runs agree and match ``expected`` (the in-process predictions). Returns (passed, detail).
-    """
+def fresh_process_predictions(model_uri: str, rows: pd.DataFrame) -> dict[str, Any]:
+    """Load ``model_uri`` with mlflow.pyfunc in a new interpreter (``sys.executable``) and score ``rows``
+    in order and shuffled. Returns {"n", "predictions", "restored" (shuffled run, back in row order)};
+    RuntimeError with the process's last lines when it cannot load or score."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.configure_mlflow()}
     env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     with tempfile.TemporaryDirectory(prefix="airloop-infra-") as tmp:
@@ -94,12 +93,21 @@ def infra_check(model_uri: str, rows: pd.DataFrame, expected: list) -> tuple[boo
                 timeout=INFRA_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            return False, f"loading and scoring in a fresh process took more than {INFRA_TIMEOUT_S} s"
+            raise RuntimeError(f"loading and scoring took more than {INFRA_TIMEOUT_S} s") from None
     marker = [line for line in proc.stdout.splitlines() if line.startswith("AIRLOOP_INFRA ")]
     if proc.returncode != 0 or not marker:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return False, f"the model did not load or score in a fresh process (exit {proc.returncode}): {tail}"
-    out = json.loads(marker[-1].removeprefix("AIRLOOP_INFRA "))
+        raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)}")
+    return json.loads(marker[-1].removeprefix("AIRLOOP_INFRA "))
+
+
+def infra_check(model_uri: str, rows: pd.DataFrame, expected: list) -> tuple[bool, str]:
+    """The model loads and scores in a fresh process, row order does not change its output, and the output
+    matches ``expected`` (the in-process predictions). Returns (passed, detail)."""
+    try:
+        out = fresh_process_predictions(model_uri, rows)
+    except RuntimeError as err:
+        return False, f"the model did not load or score in a fresh process ({err})"
     if not _same(out["predictions"], out["restored"]):
         return False, f"predictions on {out['n']} rows change when the rows are shuffled"
     if not _same(out["predictions"], [v.item() if hasattr(v, "item") else v for v in expected]):
@@ -128,7 +136,7 @@ def bootstrap_ci(cfg: PipelineConfig, y_true: np.ndarray, chall: dict, champ: di
         values = []
         for p in (chall, champ):
             proba = p["y_proba"][idx] if p["y_proba"] is not None else None
-            m = compute_metrics(cfg.task, y_true[idx], p["y_pred"][idx], proba, classes=p["classes"])
+            m = compute_metrics(cfg.task, y_true[idx], p["y_pred"][idx], proba, classes=p["classes"], only=[metric])
             values.append(m.get(metric))
         if None not in values and not any(math.isnan(v) for v in values):
             diffs.append(values[0] - values[1])

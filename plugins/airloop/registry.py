@@ -73,14 +73,6 @@ def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str) -> 
         log.warning("could not mirror stage %s on %s v%s: %s", stage, name, version, err)
 
 
-def _model_id(model_uri: str) -> str | None:
-    """The LoggedModel id of a ``models:/<model_id>`` URI (not ``models:/<name>/<version>``)."""
-    rest = model_uri.removeprefix("models:/")
-    if rest != model_uri and rest.startswith("m-") and "/" not in rest and "@" not in rest:
-        return rest
-    return None
-
-
 def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, Any] | None = None) -> str:
     """Register ``model_uri`` (from run ``run_id``) as a new version; returns the version number.
 
@@ -103,15 +95,12 @@ def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, A
             if _registered_model(client, name) is None:  # not a concurrent creation: a real error
                 raise
     for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if mv.source == model_uri or (mv.model_id and mv.model_id == _model_id(model_uri)):
+        if mv.source == model_uri:
             return str(mv.version)
-    mv = client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=run_id,
-        tags={k: str(v) for k, v in (tags or {}).items()},
-        model_id=_model_id(model_uri),
-    )
+    # mlflow.register_model (not client.create_model_version) also links the LoggedModel to the version.
+    mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
+    if mv.run_id != run_id:
+        log.warning("%s v%s: registered from run %s, expected run %s", name, mv.version, mv.run_id, run_id)
     return str(mv.version)
 
 

@@ -12,14 +12,17 @@ import logging
 import math
 import operator
 import warnings
+from collections.abc import Collection
 from importlib.metadata import version as package_version
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import (
@@ -114,8 +117,9 @@ def compute_metrics(
     y_proba: Any = None,
     *,
     classes: Any = None,
+    only: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """Test metrics of one set of predictions.
+    """Test metrics of one set of predictions (``only``: just these, e.g. inside a bootstrap loop).
 
     Classification: roc_auc (binary; macro one-vs-rest for multiclass), pr_auc (binary), f1 (binary on the
     second class; macro for multiclass), log_loss, accuracy. ``y_proba`` columns follow ``classes``
@@ -125,36 +129,42 @@ def compute_metrics(
     """
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
+    wanted = set(TASK_METRICS[task] if only is None else only)
+    out: dict[str, float] = {}
     if task == "regression":
-        return {
-            "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
-            "mae": float(mean_absolute_error(y_true, y_pred)),
-            "r2": float(r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
-        }
-    out: dict[str, float] = {"accuracy": float(accuracy_score(y_true, y_pred))}
+        if "rmse" in wanted:
+            out["rmse"] = float(math.sqrt(mean_squared_error(y_true, y_pred)))
+        if "mae" in wanted:
+            out["mae"] = float(mean_absolute_error(y_true, y_pred))
+        if "r2" in wanted and len(y_true) > 1:
+            out["r2"] = float(r2_score(y_true, y_pred))
+        return out
     classes = np.asarray(classes) if classes is not None else np.unique(y_true)
     binary = len(classes) == 2
-    if binary:
+    if "accuracy" in wanted:
+        out["accuracy"] = float(accuracy_score(y_true, y_pred))
+    if "f1" in wanted and binary:
         out["f1"] = float(f1_score(y_true, y_pred, pos_label=classes[1], zero_division=0.0))
-    else:
+    elif "f1" in wanted:
         out["f1"] = float(f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0.0))
     if y_proba is None:
         return out
     proba = np.asarray(y_proba, dtype=float)
     if proba.ndim == 1:  # the positive-class probability of a binary problem
         proba = np.column_stack([1.0 - proba, proba])
-    out["log_loss"] = float(log_loss(y_true, proba, labels=classes))
+    if "log_loss" in wanted:
+        out["log_loss"] = float(log_loss(y_true, proba, labels=classes))
     if len(np.unique(y_true)) < 2:
         return out
     try:
-        if binary:
-            positive = y_true == classes[1]
-            out["roc_auc"] = float(roc_auc_score(positive, proba[:, 1]))
-            out["pr_auc"] = float(average_precision_score(positive, proba[:, 1]))
-        else:
+        if binary and "roc_auc" in wanted:
+            out["roc_auc"] = float(roc_auc_score(y_true == classes[1], proba[:, 1]))
+        elif "roc_auc" in wanted:
             out["roc_auc"] = float(roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes))
     except ValueError as err:  # e.g. a class missing from this holdout
         log.warning("roc_auc left out: %s", err)
+    if binary and "pr_auc" in wanted:
+        out["pr_auc"] = float(average_precision_score(y_true == classes[1], proba[:, 1]))
     return out
 
 
@@ -321,6 +331,11 @@ def build_pipeline(
 # ------------------------------------------------------------------------------------------------ split
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value, so messages read 1, not np.int64(1)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _check_trainable(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     where = f"pipeline {cfg.name!r}"
     if cfg.target not in frame.columns:
@@ -336,7 +351,7 @@ def _check_trainable(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     if cfg.task == "classification":
         counts = frame[cfg.target].value_counts()
         if len(counts) < 2:
-            found = repr(counts.index[0]) if len(counts) else "none"
+            found = repr(_plain(counts.index[0])) if len(counts) else "none"
             raise BadInput(
                 f"{where}: classification needs at least two classes in target column {cfg.target!r}, "
                 f"found a single class {found} in {len(frame)} rows"
@@ -444,11 +459,35 @@ def skops_trusted_types(model: Any) -> list[str]:
     """Types skops must be told to trust to load ``model``; ValueError if any is outside the allow-list."""
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(data=sio.dumps(model))
+    try:
+        untrusted = sio.get_untrusted_types(data=sio.dumps(model))
+    except Exception as err:  # skops raises assorted errors for objects it cannot represent
+        raise ValueError(f"skops cannot serialize the model: {err}") from err
     unexpected = [t for t in untrusted if not (t.startswith(_SKOPS_TRUSTED_PREFIXES) or t in _SKOPS_TRUSTED_EXACT)]
     if unexpected:
         raise ValueError(f"model references types outside the skops allow-list: {unexpected}")
     return list(untrusted)
+
+
+def model_signature(X_sample: pd.DataFrame, predictions: Any) -> ModelSignature:
+    """``infer_signature`` of raw rows, with integer columns declared ``Any``.
+
+    MLflow's schema enforcement refuses float64 for a "long" column and int64 for a "double" one, yet an
+    integer column turns float as soon as a batch has a missing value; the pipeline accepts both.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        signature = infer_signature(X_sample, predictions)
+    integer = {
+        str(c)
+        for c in X_sample.columns
+        if pd.api.types.is_integer_dtype(X_sample[c]) and not pd.api.types.is_bool_dtype(X_sample[c])
+    }
+    columns = [
+        ColSpec(AnyType(), spec.name, required=spec.required) if spec.name in integer else spec
+        for spec in signature.inputs.inputs
+    ]
+    return ModelSignature(inputs=Schema(columns), outputs=signature.outputs, params=signature.params)
 
 
 def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str]:
@@ -456,14 +495,8 @@ def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str
 
     Returns (mlflow ModelInfo, serialization format).
     """
-    # Integer columns are declared double: a missing value at scoring time turns them float, and MLflow's
-    # schema enforcement would refuse float for a "long" column.
-    example = X_sample.copy()
-    for col in example.columns:
-        if pd.api.types.is_integer_dtype(example[col]) and not pd.api.types.is_bool_dtype(example[col]):
-            example[col] = example[col].astype("float64")
-    signature = infer_signature(example, model.predict(X_sample))
-    kwargs = {"name": "model", "signature": signature, "input_example": example.head(5)}
+    signature = model_signature(X_sample, model.predict(X_sample))
+    kwargs = {"name": "model", "signature": signature, "input_example": X_sample.head(5)}
     try:
         info = mlflow.sklearn.log_model(
             model,
@@ -473,7 +506,7 @@ def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str
             **kwargs,
         )
         return info, "skops"
-    except Exception as err:  # noqa: BLE001 - any skops failure falls back, loudly
+    except (MlflowException, ValueError) as err:  # skops cannot represent or trust it: fall back, loudly
         log.warning("skops serialization failed (%s); logging the model with cloudpickle instead", err)
     info = mlflow.sklearn.log_model(
         model,
@@ -502,6 +535,13 @@ def _fit(
     seed = cfg.training.seed
     model = build_pipeline(candidate, split["numeric"], split["categorical"], seed, task=cfg.task)
     classes = np.unique(y) if cfg.task == "classification" else np.array([])
+    if cfg.task == "classification":
+        rarest = y.value_counts()
+        if rarest.min() < cfg.training.cv_folds:
+            raise BadInput(
+                f"pipeline {cfg.name!r}: class {_plain(rarest.idxmin())!r} of target column {cfg.target!r} has "
+                f"{rarest.min()} training rows; training.cv_folds={cfg.training.cv_folds} needs at least that many"
+            )
     scorer = _scorer(cfg.task, cfg.primary_metric, classes)
     splitter_cls = StratifiedKFold if cfg.task == "classification" else KFold
     cv = splitter_cls(n_splits=cfg.training.cv_folds, shuffle=True, random_state=seed)
@@ -546,7 +586,8 @@ def train_candidate(
 
     The run (nested under ``parent_run_id`` when given) holds params, cv and test metrics, lineage tags,
     the train/test datasets as inputs and the model. Returns {"run_id", "candidate", "model_uri",
-    "model_id", "cv_score", "test_metrics", "primary_metric", "greater_is_better", "serialization"}.
+    "model_id", "cv_score", "test_metrics", "primary_metric", "greater_is_better", "serialization",
+    "run_url", "summary"}.
     """
     metric = cfg.primary_metric
     check_metric(cfg.task, metric)
@@ -592,23 +633,29 @@ def train_candidate(
         with warnings.catch_warnings():
             # file:// sources match two equivalent resolvers; MLflow warns and picks one.
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            # The dataset schema is descriptive only; the model signature declares integers as double.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
             train_ds = mlflow.data.from_pandas(train, source=split["train_uri"], name="train", targets=cfg.target)
             test_ds = mlflow.data.from_pandas(test, source=split["test_uri"], name="test", targets=cfg.target)
-        mlflow.log_input(train_ds, context="training")
-        mlflow.log_input(test_ds, context="testing")
+            mlflow.log_input(train_ds, context="training")
+            mlflow.log_input(test_ds, context="testing")
         info, serialization = log_sklearn_model(model, X.head(50))
         mlflow.set_tag("airloop.serialization", serialization)
         mlflow.log_metric(f"cv_{metric}", cv_score, model_id=info.model_id)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, model_id=info.model_id, dataset=test_ds)
         run_id = run.info.run_id
-    log.info(
-        "candidate %s: cv_%s=%.4f test=%s run=%s",
-        candidate.name,
-        metric,
-        cv_score,
-        test_metrics,
-        tracking.run_url(run_id),
+    url = tracking.run_url(run_id)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items())
+    summary = "\n".join(
+        [
+            f"Trained candidate {candidate.name} ({estimator_path}) on {len(train)} rows, "
+            f"{split.get('split', '?')} split",
+            f"  cv_{metric} = {cv_score:.4f} over {cfg.training.cv_folds} folds; best params {best_params}",
+            f"  test ({len(test)} rows): {shown}",
+            f"  model: {info.model_uri} ({serialization}); run: {url}",
+        ]
     )
+    log.info("%s", summary)
     return {
         "run_id": run_id,
         "candidate": candidate.name,
@@ -619,13 +666,15 @@ def train_candidate(
         "primary_metric": metric,
         "greater_is_better": greater_is_better(metric),
         "serialization": serialization,
+        "run_url": url,
+        "summary": summary,
     }
 
 
 def select_best(cfg: PipelineConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The result with the best cv score of the primary metric (direction-aware), tagged airloop.selected.
 
-    Returns that result plus "ranking": [(candidate, cv_score), ...] best first.
+    Returns that result plus "ranking": [(candidate, cv_score), ...] best first, and a new "summary".
     """
     usable = [r for r in results if r and r.get("cv_score") is not None and not math.isnan(r["cv_score"])]
     if not usable:
@@ -638,4 +687,9 @@ def select_best(cfg: PipelineConfig, results: list[dict[str, Any]]) -> dict[str,
     client.set_tag(best["run_id"], "airloop.selected", "true")
     for other in ranked[1:]:
         client.set_tag(other["run_id"], "airloop.selected", "false")
-    return {**best, "ranking": [(r["candidate"], r["cv_score"]) for r in ranked]}
+    ranking = [(r["candidate"], r["cv_score"]) for r in ranked]
+    direction = "higher" if higher else "lower"
+    summary = f"Selected {best['candidate']} by cv_{cfg.primary_metric} ({direction} is better): " + ", ".join(
+        f"{name}={score:.4f}" for name, score in ranking
+    )
+    return {**best, "ranking": ranking, "summary": summary}

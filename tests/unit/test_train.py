@@ -166,13 +166,16 @@ def test_stratified_split_and_reference_sample_otherwise(tmp_path):
 
 
 def test_too_few_rows_or_a_single_class_name_the_target(tmp_path):
-    from airloop.train import prepare_split
+    from airloop.train import prepare_split, train_candidate
 
     with pytest.raises(BadInput, match=r"at least 20 labeled rows in target column 'y', found 10"):
         prepare_split(make_cfg(), make_frame(n=10), tmp_path.as_uri())
     one_class = make_frame(n=50).assign(y=1)
     with pytest.raises(BadInput, match=r"two classes in target column 'y', found a single class 1 in 50 rows"):
         prepare_split(make_cfg(), one_class, tmp_path.as_uri())
+    rare = make_frame(n=50).assign(y=[1] * 48 + [0] * 2)
+    with pytest.raises(BadInput, match=r"class 0 of target column 'y' has 2 training rows; training.cv_folds=3"):
+        train_candidate(make_cfg(), "lr", prepare_split(make_cfg(), rare, tmp_path.as_uri()))
     with pytest.raises(BadInput, match=r"target column 'y' is not in the training data"):
         prepare_split(make_cfg(), make_frame(n=50).drop(columns="y"), tmp_path.as_uri())
 
@@ -229,6 +232,8 @@ def test_train_candidate_logs_one_reproducible_run(store, binary_split):
     assert first["test_metrics"]["roc_auc"] > 0.8
     assert (first["primary_metric"], first["greater_is_better"]) == ("roc_auc", True)
     assert first["model_uri"].startswith("models:/") and first["serialization"] == "skops"
+    assert "cv_roc_auc = " in first["summary"] and first["run_url"] in first["summary"]
+    assert first["run_url"].endswith(f"/runs/{first['run_id']}")
 
     run = client.get_run(first["run_id"])
     assert run.info.experiment_id == tracking.ensure_experiment(cfg)
@@ -257,6 +262,10 @@ def test_train_candidate_logs_one_reproducible_run(store, binary_split):
     model = mlflow.pyfunc.load_model(first["model_uri"])
     raw = pd.DataFrame({"x1": [np.nan], "x2": [0.0], "n_int": [np.nan], "color": ["never-seen"]})
     assert len(model.predict(raw)) == 1
+    # an integer column is accepted as int64 and as float64 with a missing value (MLflow's enforcement
+    # would refuse one or the other for a "long" or "double" column)
+    assert len(model.predict(raw.assign(n_int=pd.Series([3], dtype="int64")))) == 1
+    assert str(model.metadata.get_input_schema().input_types_dict()["n_int"]) == "Any"
 
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])
@@ -296,6 +305,7 @@ def test_select_best_respects_metric_direction(store):
     lower = select_best(make_cfg(task="regression"), results)  # rmse: lower is better
     assert lower["candidate"] == "b"
     assert lower["ranking"] == [("b", 1.0), ("a", 2.0), ("c", 3.0)]
+    assert lower["summary"] == "Selected b by cv_rmse (lower is better): b=1.0000, a=2.0000, c=3.0000"
     assert client.get_run(ids[1]).data.tags["airloop.selected"] == "true"
     assert client.get_run(ids[2]).data.tags["airloop.selected"] == "false"
 
@@ -304,3 +314,38 @@ def test_select_best_respects_metric_direction(store):
     assert client.get_run(ids[2]).data.tags["airloop.selected"] == "true"
     with pytest.raises(ValueError, match="no candidate produced a cv score"):
         select_best(make_cfg(), [])
+
+
+def test_lineage_tags_and_run_url(store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from airloop import tracking
+
+    outside = tracking.lineage_tags(None)
+    assert set(outside) == {"airloop.git_sha", "airloop.uv_lock_sha256"}
+    mapped = tracking.lineage_tags({"dag_id": "d", "run_id": "r", "try_number": 2, "map_index": -1})
+    assert mapped["airflow.try_number"] == "2" and "airflow.map_index" not in mapped
+    monkeypatch.setenv("AIRLOOP_MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    exp = tracking.ensure_experiment(make_cfg("urls"))
+    assert tracking.ensure_experiment(make_cfg("urls")) == exp  # idempotent
+    run_id = MlflowClient().create_run(exp).info.run_id
+    assert tracking.run_url(run_id) == f"http://mlflow.example:5000/#/experiments/{exp}/runs/{run_id}"
+    assert MlflowClient().get_experiment(exp).artifact_location.endswith("/artifacts/urls")
+
+
+def test_cloudpickle_fallback_is_loud_and_loadable(store, monkeypatch, caplog):
+    import mlflow
+
+    from airloop import tracking
+    from airloop.train import build_pipeline, log_sklearn_model
+
+    monkeypatch.setattr("airloop.train._SKOPS_TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"
+    frame = make_frame(n=60)
+    model = build_pipeline(CandidateConfig(**LR), ["x1", "x2", "n_int"], ["color"], seed=0).fit(
+        frame.drop(columns="y"), frame["y"]
+    )
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment(make_cfg())):
+        info, serialization = log_sklearn_model(model, frame.drop(columns="y"))
+    assert serialization == "cloudpickle"
+    assert "skops serialization failed" in caplog.text and "numpy.dtype" in caplog.text
+    assert len(mlflow.pyfunc.load_model(info.model_uri).predict(frame.drop(columns="y").head(3))) == 3
