@@ -104,6 +104,7 @@ def call(fn, *args, **kwargs):
         result = fn(*args, **kwargs)
     except NothingToDo as err:
         log.info("Airloop: skipped: %s", err)
+        get_current_context()["ti"].xcom_push(key="airloop_skip", value=str(err))
         raise AirflowSkipException(str(err)) from err
     except BadInput as err:
         # No retry can fix bad input: fail at once, with the stage's own message (also kept in XCom, so

@@ -151,16 +151,16 @@ def _champion_check(
     higher = greater_is_better(metric)
     worse_by = (champion_value - value) if higher else (value - champion_value)
     tol = cfg.evaluation.tolerance
-    passed = worse_by <= tol + 1e-12
+    # A challenger must beat the champion; `tolerance` is how much worse a team explicitly accepts.
+    # With the default tolerance 0, a tie keeps the champion: replacing it must be earned.
+    passed = worse_by < tol if tol > 0 else worse_by < -1e-12
     relation = f"worse by {worse_by:.4f}" if worse_by > 0 else f"better by {-worse_by:.4f}"
-    if worse_by == 0:
+    if abs(worse_by) <= 1e-12:
         relation = "equal"
-    rule = "<=" if passed else ">"
+    needed = f"must be better (tolerance {tol:g})" if tol == 0 else f"may be worse by < tolerance {tol:g}"
     detail = (
         f"{metric} {value:.4f} (challenger) vs {champion_value:.4f} (champion v{champion_version}) on the "
-        f"same holdout: {relation}"
-        + (f" {rule} tolerance {tol:g}" if worse_by > 0 else "")
-        + f" ({'higher' if higher else 'lower'} is better)"
+        f"same holdout: {relation}; {needed} ({'higher' if higher else 'lower'} is better)"
     )
     return {"check": "champion", "passed": passed, "detail": detail}
 

@@ -44,6 +44,8 @@ def step(runner: Runner, cfg: PipelineConfig, stage: str, conf: dict, label: str
     result = runner.run(dag_id(cfg, stage), conf=conf)
     skipped = [t for t, s in result.tasks.items() if s == "skipped"]
     note = f" (skipped: {', '.join(skipped)})" if skipped and result.ok else ""
+    if result.skips:
+        note = f" (skipped: {next(iter(result.skips.values()))})"
     runner.say(f"  {_mark(result):6} {cfg.name:10} {stage:9} {label:24} {result.seconds:6.1f} s{note}")
     return result
 
@@ -63,7 +65,7 @@ def build_model(runner: Runner, cfg: PipelineConfig, kind: str, batch_id: str, f
     if not trained.ok:
         raise StageRefused(f"{kind} on {batch_id} failed: {trained.reason()}")
     if not trained.task_ok("select_best"):
-        outcome.skipped = "guard or plan said no (see the log)"
+        outcome.skipped = "; ".join(trained.skips.values()) or "the plan was skipped (see the log)"
         return outcome
     best = trained.returns["select_best"]
     outcome.trained_run = best["run_id"]

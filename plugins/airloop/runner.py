@@ -34,6 +34,7 @@ class RunResult:
     tasks: dict[str, str] = field(default_factory=dict)
     returns: dict[str, object] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)
+    skips: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -163,6 +164,8 @@ class Runner:
                     result.returns[xcom.task_id] = value
                 elif xcom.key == "airloop_refusal":
                     result.refusals[xcom.task_id] = value
+                elif xcom.key == "airloop_skip":
+                    result.skips[xcom.task_id] = value
             # This driver plays the scheduler: the Asset queue it serves is consumed here.
             session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id.like("airloop_%")))
         return result

@@ -32,7 +32,7 @@ class SimulationSpec:
     start: dt.date = dt.date(2026, 1, 1)
     history_rows: int = 4000
     daily_rows: int = 1200
-    days: int = 8
+    days: int = 10
     drift_day: int = 5
     label_delay_days: int = 1
     seed: int = 7
