@@ -55,8 +55,9 @@ def cmd_demo(args) -> int:
     from airloop import demo
 
     cfg = get_pipeline(args.name)
-    spec = SimulationSpec(history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days,
-                          drift_day=args.drift_day)
+    spec = SimulationSpec(
+        history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days, drift_day=args.drift_day
+    )
     runner = _runner(args)
     facts = demo.run_demo(cfg, runner, spec)
     print(demo.summary(cfg, facts))

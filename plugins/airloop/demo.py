@@ -38,6 +38,10 @@ def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec | None = 
     }
 
 
+def _num(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def summary(cfg: PipelineConfig, facts: dict) -> str:
     """What a person reads at the end of the demo."""
     first = facts["first"]
@@ -68,8 +72,8 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         decision = f"PROMOTED to champion v{r.promoted['version']}" if r.promoted else "REJECTED; champion kept"
         lines.append(f"Retrain on {r.batch_id}: {decision}.")
         lines.append(
-            f"  same recent holdout: challenger {v.get('metric')} = {v.get('challenger_metric')}, "
-            f"champion = {v.get('champion_metric')}"
+            f"  same recent holdout: challenger {v.get('metric')} = {_num(v.get('challenger_metric'))}, "
+            f"champion = {_num(v.get('champion_metric'))}"
         )
         for reason in v.get("reasons", []):
             lines.append(f"  - {reason}")

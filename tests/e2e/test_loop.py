@@ -20,8 +20,7 @@ pytestmark = pytest.mark.slow
 def airloop(args: list[str], home: Path, timeout: int = 900, **env) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
     environ.update({"AIRLOOP_HOME": str(home), "PYTHONPATH": str(REPO / "plugins"), **env})
-    return subprocess.run([*AIRLOOP, *args], env=environ, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    return subprocess.run([*AIRLOOP, *args], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +91,9 @@ def houses_csv(path: Path, n: int = 600, seed: int = 3) -> None:
     sqft = rng.normal(1500, 400, n).clip(300)
     city = rng.choice(["lyon", "lille", "nantes"], n)
     price = 50 * sqft + np.where(city == "lyon", 40_000, 0) + rng.normal(0, 10_000, n)
-    pd.DataFrame({"sqft": sqft.round(), "rooms": rng.integers(1, 7, n), "city": city, "price": price.round()}
-                 ).to_csv(path, index=False)
+    pd.DataFrame({"sqft": sqft.round(), "rooms": rng.integers(1, 7, n), "city": city, "price": price.round()}).to_csv(
+        path, index=False
+    )
 
 
 def test_second_pipeline_from_four_keys_runs_with_airloop_run(tmp_path):
@@ -103,7 +103,8 @@ def test_second_pipeline_from_four_keys_runs_with_airloop_run(tmp_path):
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "houses.yaml").write_text(
-        f'name: houses\nsource: {{uri: "{data.as_uri()}/*.csv"}}\ntarget: price\ntask: regression\n')
+        f'name: houses\nsource: {{uri: "{data.as_uri()}/*.csv"}}\ntarget: price\ntask: regression\n'
+    )
     home = tmp_path / "home"
     proc = airloop(["run", "houses"], home, AIRLOOP_PIPELINES_DIR=str(pipelines))
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -120,7 +121,8 @@ def test_airloop_run_exits_nonzero_with_the_reason_when_a_stage_refuses(tmp_path
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "houses.yaml").write_text(
-        f'name: houses\nsource: {{uri: "{data.as_uri()}/*.csv"}}\ntarget: price\ntask: regression\n')
+        f'name: houses\nsource: {{uri: "{data.as_uri()}/*.csv"}}\ntarget: price\ntask: regression\n'
+    )
     proc = airloop(["run", "houses"], tmp_path / "home", AIRLOOP_PIPELINES_DIR=str(pipelines))
     assert proc.returncode == 2
     assert "ingest of batch" in proc.stderr and "houses.csv: the file is empty" in proc.stderr
