@@ -42,6 +42,11 @@ mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
 	.venv/bin/mlflow ui --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \
 	  --default-artifact-root "file://$(AIRLOOP_HOME)/mlflow/artifacts" --host 127.0.0.1 --port 5000
 
+bench: install  ## speed and memory targets, measured side by side with their anchors (bench/README.md)
+	$(UV) sync --frozen --group bench
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b; done
+	$(UV) sync --frozen
+
 clean:  ## a clean reset of all local state
 	rm -rf "$(AIRLOOP_HOME)"
 

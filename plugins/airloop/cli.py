@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from airloop import cli_data, cli_model, cli_ops
 from airloop.config import PipelineConfigError, get_pipeline, load_pipelines
 from airloop.simulate import SimulationSpec
 
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("check", help="validate every pipeline YAML")
     p.set_defaults(func=cmd_check)
+    for area in (cli_data, cli_model, cli_ops):
+        area.register(sub)
     return parser
 
 
