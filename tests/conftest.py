@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO / "plugins",):
+for extra in (REPO / "plugins", REPO / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
@@ -42,3 +42,44 @@ def pipeline_cfg():
         return parse_pipeline(data, "test.yaml")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real SeaweedFS S3 server for the session (see tests/services.py)."""
+    from services import start_seaweedfs, stop_seaweedfs
+
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    stop_seaweedfs(server)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point boto3 and pyarrow at the SeaweedFS server with admin credentials; returns the server."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
+    from services import create_database, drop_database
+
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """One MLflow SQLite store, artifact root and AIRLOOP_HOME per test module (creating the schema takes
+    seconds). Tests that need their own lake use a tmp_path Lake."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(root / "home"))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        mp.setenv("AIRLOOP_ARTIFACT_URI", (root / "artifacts").as_uri())
+        mp.delenv("AIRLOOP_LAKE_URI", raising=False)
+        yield root
