@@ -33,6 +33,10 @@ class SourceConfig(_Strict):
     uri: str
     format: Literal["csv", "parquet", "jsonl"] | None = None  # default: from the file extension
     options: dict[str, Any] = Field(default_factory=dict)  # e.g. {"sep": ";"} for CSV
+    connection: str | None = None  # an Airflow Connection id holding the endpoint and credentials
+    table: str | None = None  # SQL sources: a table ...
+    query: str | None = None  # ... or a query
+    chunk_rows: int = Field(250_000, ge=1000)  # large inputs are streamed in chunks of this many rows
 
     @field_validator("uri")
     @classmethod
@@ -74,10 +78,18 @@ class EvaluationConfig(_Strict):
     primary_metric: str | None = None  # default: roc_auc (classification) or rmse (regression)
     min_value: float | None = None  # the minimum acceptable value of the primary metric
     tolerance: float = Field(0.0, ge=0)  # how much worse than the champion a challenger may be
+    slice_tolerance: float = Field(0.05, ge=0)  # how much worse a segment may get
+    bootstrap_resamples: int = Field(200, ge=20)
 
 
 class PromotionConfig(_Strict):
     approval: Literal["none", "required"] = "none"
+    approval_timeout_hours: float = Field(24.0, gt=0)
+
+
+class ServingConfig(_Strict):
+    low_confidence_threshold: float | None = Field(None, gt=0, le=1)  # probability below which to review
+    shadow: bool = False  # serve the challenger in shadow beside the champion
 
 
 class MonitoringConfig(_Strict):
@@ -121,6 +133,7 @@ class PipelineConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
