@@ -90,6 +90,10 @@ class PromotionConfig(_Strict):
 class ServingConfig(_Strict):
     low_confidence_threshold: float | None = Field(None, gt=0, le=1)  # probability below which to review
     shadow: bool = False  # serve the challenger in shadow beside the champion
+    poll_interval_s: float = Field(5.0, gt=0)  # how often the server checks the alias for a new version
+    log_flush_s: float = Field(2.0, gt=0)  # request/response log: write a batch to the lake this often
+    max_request_rows: int = Field(10_000, ge=1)  # larger payloads are refused with 413
+    max_batch_rows: int = Field(512, ge=1)  # concurrent requests are scored together up to this many rows
 
 
 class MonitoringConfig(_Strict):
@@ -99,6 +103,7 @@ class MonitoringConfig(_Strict):
     confirm_days: int = Field(2, ge=1)  # consecutive alerting days that confirm drift
     min_drifted_share: float = Field(0.0, ge=0, le=1)  # or: this share of features alerting on one day
     reference_rows: int = Field(5000, ge=100)
+    alert_connection: str | None = None  # an Airflow Connection id (HTTP) to POST confirmed-drift alerts to
 
 
 class RetrainConfig(_Strict):

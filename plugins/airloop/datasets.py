@@ -75,8 +75,23 @@ def attach_labels(cfg: PipelineConfig, frame: pd.DataFrame, labels: pd.DataFrame
     return out
 
 
+def with_reviewed(cfg: PipelineConfig, lake: Lake, labeled: pd.DataFrame, batch_ids: list[str]) -> pd.DataFrame:
+    """``labeled`` plus the review queue's labeled items served within the batches' dates (airloop.review);
+    a reviewed item replaces a row with the same id, since a person's label is the better one."""
+    from airloop.review import reviewed_rows
+
+    dates = sorted(b for b in batch_ids if isinstance(b, str))
+    reviewed = reviewed_rows(cfg, lake, (dates[0], dates[-1])) if dates else pd.DataFrame()
+    if reviewed.empty:
+        return labeled.reset_index(drop=True)
+    if cfg.id_column and cfg.id_column in labeled.columns:
+        labeled = labeled[~labeled[cfg.id_column].isin(reviewed[cfg.id_column])]
+    return pd.concat([labeled, reviewed], ignore_index=True)
+
+
 def labeled_frame(cfg: PipelineConfig, lake: Lake, batch_ids: list[str]) -> pd.DataFrame:
-    """Validated rows of the given batches that have a label (inline or from the labels feed)."""
+    """Validated rows of the given batches that have a label (inline, from the labels feed, or from the review
+    queue for items served on those dates)."""
     frame = lake.read_zone("validated", batch_ids)
     if frame.empty:
         raise DatasetError(f"pipeline {cfg.name!r}: no validated data in batches {batch_ids}")
@@ -86,7 +101,7 @@ def labeled_frame(cfg: PipelineConfig, lake: Lake, batch_ids: list[str]) -> pd.D
             f"pipeline {cfg.name!r}: target column {cfg.target!r} is neither in the validated data nor in a "
             f"labels feed (found columns: {sorted(map(str, frame.columns))})"
         )
-    labeled = frame[frame[cfg.target].notna()].reset_index(drop=True)
+    labeled = with_reviewed(cfg, lake, frame[frame[cfg.target].notna()], batch_ids)
     if labeled.empty:
         raise DatasetError(f"pipeline {cfg.name!r}: no labeled rows yet in batches {batch_ids}")
     return labeled

@@ -1,0 +1,243 @@
+"""airloop.serve: MLflow-compatible payloads, 4xx answers that name the field, health and metrics, the lake log,
+shadow mode, and an alias change while clients keep sending requests (none dropped, versions never mixed)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+
+ROWS = [
+    {
+        "tenure_months": 3,
+        "monthly_charges": 95.5,
+        "total_charges": 280.0,
+        "support_calls": 5,
+        "senior": 0,
+        "contract": "month-to-month",
+        "payment_method": "electronic_check",
+        "internet_service": "fiber",
+        "region": "north",
+    },
+    {
+        "tenure_months": 60,
+        "monthly_charges": None,
+        "total_charges": 3000.0,
+        "support_calls": 0,
+        "senior": 1,
+        "contract": "two_year",
+        "payment_method": "credit_card",
+        "internet_service": "dsl",
+        "region": "west",
+    },
+]
+COLUMNS = list(ROWS[0])
+
+
+@pytest.fixture(scope="module")
+def served(mlflow_store, tmp_path_factory):
+    """Champion v1 and a second version v2 (not promoted) of one pipeline."""
+    data = tmp_path_factory.mktemp("serve_data")
+    written = simulate_small(data, days=1)
+    cfg = churn_cfg("srv", data, serving={"poll_interval_s": 0.2, "log_flush_s": 0.2, "max_request_rows": 50})
+    ingest_validated(cfg, written["history_day"])
+    v1 = train_version(cfg, written["history_day"])
+    ingest_validated(cfg, written["days"][0])
+    v2 = train_version(cfg, written["days"][0], promote=False)
+    return {"cfg": cfg, "v1": v1, "v2": v2, "written": written}
+
+
+def expected(cfg, version: str, rows: list[dict]) -> tuple[list, list]:
+    import mlflow.sklearn
+
+    model = mlflow.sklearn.load_model(f"models:/{cfg.registered_model_name}/{version}")
+    frame = pd.DataFrame(rows).astype({"monthly_charges": float})
+    proba = model.predict_proba(frame)
+    return model.predict(frame).tolist(), proba.max(axis=1).tolist()
+
+
+def test_mlflow_payload_formats_give_the_champions_predictions(served):
+    from airloop.serve import create_app
+
+    cfg = served["cfg"]
+    want_pred, want_prob = expected(cfg, served["v1"]["version"], ROWS)
+    bodies = {
+        "dataframe_split": {"dataframe_split": {"columns": COLUMNS, "data": [[r[c] for c in COLUMNS] for r in ROWS]}},
+        "dataframe_records": {"dataframe_records": ROWS},
+        "instances": {"instances": ROWS},
+        "instances as lists": {"instances": [[r[c] for c in COLUMNS] for r in ROWS]},
+        "extra columns ignored": {"dataframe_records": [{**r, "customer_id": f"X{i}"} for i, r in enumerate(ROWS)]},
+    }
+    with RunningServer(create_app(cfg, log_requests=False)) as url, httpx.Client(base_url=url) as client:
+        for name, body in bodies.items():
+            r = client.post("/invocations", json=body)
+            assert r.status_code == 200, (name, r.text)
+            doc = r.json()
+            assert doc["predictions"] == want_pred, name
+            assert np.allclose(doc["probabilities"], want_prob), name
+            assert doc["model_version"] == served["v1"]["version"]
+            assert all(pid.startswith("srv:serve-") for pid in doc["prediction_ids"])
+
+
+BAD = [
+    (b"{not json", "application/json", 400, "body: expected a JSON object, found invalid JSON"),
+    (b"[1, 2]", "application/json", 400, "expected a JSON object with one of"),
+    (b"{}", "application/json", 400, "exactly one of the fields"),
+    (json.dumps({"dataframe_records": ROWS, "instances": ROWS}), "application/json", 400, "exactly one of"),
+    (json.dumps({"rows": ROWS}), "application/json", 400, "found keys ['rows']"),
+    (
+        json.dumps({"dataframe_split": {"columns": "tenure_months", "data": []}}),
+        "application/json",
+        400,
+        "field 'dataframe_split.columns': expected a list of column names",
+    ),
+    (
+        json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[1, 2]]}}),
+        "application/json",
+        400,
+        "field 'dataframe_split.data[0]': expected a list of 9 values",
+    ),
+    (json.dumps({"dataframe_records": []}), "application/json", 400, "expected at least one row"),
+    (
+        json.dumps({"dataframe_records": [1]}),
+        "application/json",
+        400,
+        "field 'dataframe_records[0]': expected an object",
+    ),
+    (
+        json.dumps({"dataframe_records": [{k: v for k, v in ROWS[0].items() if k != "contract"}]}),
+        "application/json",
+        422,
+        "missing required column(s) ['contract']",
+    ),
+    (
+        json.dumps({"dataframe_records": [ROWS[0], {**ROWS[1], "tenure_months": "ten"}]}),
+        "application/json",
+        422,
+        "column 'tenure_months' (row 1): expected a finite number or null, found 'ten' (str)",
+    ),
+    (
+        json.dumps({"dataframe_records": [{**ROWS[0], "contract": 7}]}),
+        "application/json",
+        422,
+        "column 'contract' (row 0): expected a string or null, found 7 (int)",
+    ),
+    (json.dumps({"dataframe_records": ROWS * 26}), "application/json", 413, "expected at most 50 rows, found 52"),
+    (b"tenure_months\n3\n", "text/csv", 415, "header 'Content-Type': expected application/json, found 'text/csv'"),
+]
+
+
+def test_bad_payloads_are_answered_4xx_naming_the_field(served):
+    from airloop.serve import create_app
+
+    with RunningServer(create_app(served["cfg"], log_requests=False)) as url, httpx.Client(base_url=url) as client:
+        for body, ctype, status, message in BAD:
+            r = client.post("/invocations", content=body, headers={"content-type": ctype})
+            assert r.status_code == status, (message, r.text)
+            assert message in r.json()["message"], r.json()["message"]
+        # the server still answers good requests afterwards
+        assert client.post("/invocations", json={"dataframe_records": ROWS}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'airloop_requests_total{pipeline="srv",status="422"} 3' in metrics
+    assert 'airloop_requests_total{pipeline="srv",status="200"} 1' in metrics
+
+
+def test_health_metrics_and_the_request_log_in_the_lake(served):
+    from airloop.lake import Lake
+    from airloop.serve import create_app, read_serving_log
+
+    cfg = served["cfg"]
+    lake = Lake(cfg.name)
+    before = len(read_serving_log(lake))
+    ids = []
+    with RunningServer(create_app(cfg)) as url, httpx.Client(base_url=url) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["model_version"] == served["v1"]["version"]
+        assert health["model_run_id"] == served["v1"]["run_id"]
+        for _ in range(3):
+            body = {"dataframe_records": [{**r, "customer_id": f"C{i}"} for i, r in enumerate(ROWS)]}
+            ids += client.post("/invocations", json=body).json()["prediction_ids"]
+        metrics = client.get("/metrics").text
+    assert 'airloop_predictions_total{pipeline="srv"} 6' in metrics
+    assert "airloop_request_seconds_bucket" in metrics and 'airloop_model_version{pipeline="srv"} 1' in metrics
+    log = read_serving_log(lake)  # the server flushed its buffer on shutdown
+    assert len(log) == before + 6
+    mine = log[log["prediction_id"].isin(ids)]
+    assert len(mine) == 6 and set(mine["model_version"]) == {served["v1"]["version"]}
+    assert set(mine["entity_id"]) == {"C0", "C1"}
+    assert json.loads(mine["features"].iloc[0])["contract"] == "month-to-month"
+
+
+def test_shadow_challenger_is_logged_not_returned_and_reported(served):
+    from airloop import registry
+    from airloop.lake import Lake
+    from airloop.serve import create_app, read_serving_log, shadow_report
+
+    cfg = served["cfg"].model_copy(update={"serving": served["cfg"].serving.model_copy(update={"shadow": True})})
+    registry.set_challenger(cfg, served["v2"]["version"])
+    with RunningServer(create_app(cfg)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/health").json()["shadow_version"] == served["v2"]["version"]
+        for _ in range(5):
+            doc = client.post("/invocations", json={"dataframe_records": ROWS}).json()
+            assert doc["model_version"] == served["v1"]["version"] and set(doc) == {
+                "predictions",
+                "probabilities",
+                "model_version",
+                "prediction_ids",
+                "low_confidence",
+            }
+    report = shadow_report(cfg, lake=Lake(cfg.name))
+    assert report["rows"] == 10
+    assert report["shadow_versions"] == [served["v2"]["version"]]
+    assert report["champion_versions"] == [served["v1"]["version"]]
+    assert 0.0 <= report["agreement"] <= 1.0 and "agreement" in report["summary"]
+    want_v2, _ = expected(cfg, served["v2"]["version"], ROWS)
+    assert report["uri"].endswith(".json")
+    shadowed = read_serving_log(Lake(cfg.name)).dropna(subset=["shadow_prediction"])
+    assert shadowed["shadow_prediction"].tail(2).tolist() == want_v2
+
+
+def test_alias_change_while_serving_drops_no_request(served):
+    from airloop import registry
+    from airloop.serve import create_app
+
+    cfg, v1, v2 = served["cfg"], served["v1"]["version"], served["v2"]["version"]
+    registry.promote(cfg, v1, reason="reset", actor="tester")
+    results: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def client_loop(out, url):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline:
+                r = client.post("/invocations", json={"dataframe_records": ROWS[:1]})
+                out.append((r.status_code, r.json().get("model_version")))
+
+    with RunningServer(create_app(cfg, log_requests=False)) as url:
+        threads = [threading.Thread(target=client_loop, args=(out, url)) for out in results]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        registry.promote(cfg, v2, reason="alias change under load", actor="tester")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(out and out[-1][1] == v2 for out in results):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        metrics = httpx.get(f"{url}/metrics").text
+    for out in results:
+        statuses = {s for s, _ in out}
+        versions = [v for _, v in out]
+        assert statuses == {200}, statuses
+        assert versions[0] == v1 and versions[-1] == v2
+        switch = versions.index(v2)
+        assert set(versions[switch:]) == {v2}, "a client saw the old version after the new one"
+    assert 'airloop_model_swaps_total{pipeline="srv"} 1' in metrics
