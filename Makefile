@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 install: .venv/.installed
 
-demo: install  ## the whole loop on simulated data, through Airflow (about 3 minutes)
+demo: install  ## the whole loop on simulated data, through Airflow (about 2 minutes)
 	.venv/bin/airloop demo
 
 test: install  ## the whole test suite, as CI runs it
