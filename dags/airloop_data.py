@@ -5,13 +5,14 @@ ingest (scheduled) --[raw]--> validate --[validated]--> train (first model), sco
 
 from __future__ import annotations
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from airloop.dagkit import (
     asset,
     batch_ids,
     batch_param,
     call,
+    connection_dict,
     dag_args,
     invalid_pipeline_dag,
     pipelines,
@@ -41,10 +42,10 @@ def data_dags(cfg) -> None:
         def ingest(**context) -> list[dict]:
             from airloop import ingest as stage
 
-            out = []
+            out, conn = [], connection_dict(cfg.source.connection)
             for batch in batch_ids(context):
-                call(stage.ingest_labels, cfg, batch)
-                out.append(call(stage.ingest_batch, cfg, batch, run_info=run_info(context)))
+                call(stage.ingest_labels, cfg, batch, connection=conn)
+                out.append(call(stage.ingest_batch, cfg, batch, run_info=run_info(context), connection=conn))
             context["outlet_events"][raw].extra = {"batch_ids": [r["batch_id"] for r in out]}
             return out
 
@@ -56,9 +57,13 @@ def data_dags(cfg) -> None:
             "validate",
             "Validates staged batches with the pipeline's Great Expectations suite. "
             "Critical failures quarantine the batch and fail; warnings pass and are recorded. "
-            "Set `batch_id` to validate a given batch again.",
+            "Set `batch_id` to validate a given batch again; with `replay`, a quarantined batch is "
+            "revalidated with the current suite and, if it passes, flows on as if it had arrived clean.",
             schedule=[raw],
-            params={"batch_id": batch_param()},
+            params={
+                "batch_id": batch_param(),
+                "replay": Param(False, type="boolean", description="Revalidate a quarantined batch"),
+            },
         )
     )
     def validate_dag():
@@ -66,9 +71,10 @@ def data_dags(cfg) -> None:
         def validate(**context) -> list[dict]:
             from airloop import validate as stage
 
+            replay = bool(context["params"].get("replay"))
             out = []
             for batch in batch_ids(context, raw):
-                out.append(call(stage.validate_batch, cfg, batch, run_info=run_info(context)))
+                out.append(call(stage.validate_batch, cfg, batch, run_info=run_info(context), replay=replay))
             context["outlet_events"][validated].extra = {"batch_ids": [r["batch_id"] for r in out]}
             return out
 

@@ -154,3 +154,61 @@ __all__ = [
     "schedule",
     "trigger_extra",
 ]
+
+
+def connection_dict(conn_id: str | None) -> dict | None:
+    """The Airflow Connection ``conn_id`` (from the metadata DB, a secrets backend or an ``AIRFLOW_CONN_<ID>``
+    environment variable) as the small dict stage modules take (see :mod:`airloop.sources`); None when no
+    connection is named, so the stage falls back to the environment."""
+    if not conn_id:
+        return None
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception as err:  # AirflowNotFoundException and friends; the id and the fix are what matter
+        raise AirflowFailException(
+            f"source.connection {conn_id!r}: no such Airflow Connection ({type(err).__name__}); create it in "
+            f"the UI or set AIRFLOW_CONN_{conn_id.upper()}"
+        ) from None
+    return {
+        "conn_type": conn.conn_type,
+        "host": conn.host,
+        "port": conn.port,
+        "login": conn.login,
+        "password": conn.password,
+        "schema": conn.schema,
+        "extra": conn.extra_dejson,
+    }
+
+
+def approval_task(cfg: PipelineConfig, evidence_task_id: str):
+    """Airflow's HITL ``ApprovalOperator`` (task id ``approve``): shows the approver the subject and Markdown
+    body returned by ``evidence_task_id``; no answer within ``promotion.approval_timeout_hours`` rejects."""
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    pull = f"ti.xcom_pull(task_ids='{evidence_task_id}')"
+    return ApprovalOperator(
+        task_id="approve",
+        subject="{{ " + pull + "['subject'] }}",
+        body="{{ " + pull + "['body'] }}",
+        defaults="Reject",
+        response_timeout=dt.timedelta(hours=cfg.promotion.approval_timeout_hours),
+    )
+
+
+def approval_decision(context: dict, task_id: str) -> dict | None:
+    """The response recorded by an ApprovalOperator: {"decision", "approved_by", "approved_by_id",
+    "responded_at", "dag_run"}; None when it gave none (skipped, failed, timed out without a default)."""
+    response = context["ti"].xcom_pull(task_ids=task_id)
+    if not response or not response.get("chosen_options"):
+        return None
+    user = response.get("responded_by_user") or {}
+    at = response.get("responded_at")
+    return {
+        "decision": response["chosen_options"][0],
+        "approved_by": user.get("name") or user.get("id") or "unknown",
+        "approved_by_id": user.get("id"),
+        "responded_at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+        "dag_run": context["ti"].run_id,
+    }

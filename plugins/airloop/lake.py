@@ -17,10 +17,12 @@ task never leaves half a batch, and a rerun replaces its output instead of addin
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -198,3 +200,74 @@ class Lake:
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
+
+
+# --- streaming writes (ingestion of large inputs) ------------------------------------------------------------
+
+
+def write_stream(uri: str, chunks: Iterable[bytes]) -> tuple[str, str, int]:
+    """Write byte chunks atomically without holding them all; returns (uri, sha256 hex, byte count).
+
+    A failure part-way (a dropped connection, a killed task) removes the temporary object: nothing half-written
+    is ever visible under ``uri``.
+    """
+    import hashlib
+
+    fs, path = filesystem(uri)
+    _ensure_parent(fs, path)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with fs.open_output_stream(tmp) as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        fs.move(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.delete_file(tmp)
+        raise
+    return uri, digest.hexdigest(), size
+
+
+def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.Schema | None]:
+    """Write Arrow tables (chunks of one batch, same schema) as one Parquet object, atomically.
+
+    Returns (rows, schema); with no tables nothing is written and (0, None) is returned. Memory stays at one
+    chunk. A failure part-way removes the temporary object.
+    """
+    fs, path = filesystem(uri)
+    _ensure_parent(fs, path)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    writer, rows, schema = None, 0, None
+    try:
+        with fs.open_output_stream(tmp) as out:
+            try:
+                for table in tables:
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(out, schema)
+                    writer.write_table(table)
+                    rows += table.num_rows
+            finally:  # closed before its stream, also on failure (the temporary object is then removed)
+                if writer is not None:
+                    writer.close()
+        if writer is None:
+            fs.delete_file(tmp)
+            return 0, None
+        fs.move(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.delete_file(tmp)
+        raise
+    return rows, schema
+
+
+def open_input(uri: str) -> Any:
+    """A readable binary stream of a lake object (close it, or use it in ``with``)."""
+    fs, path = filesystem(uri)
+    try:
+        return fs.open_input_stream(path)
+    except FileNotFoundError:
+        raise LakeError(f"{uri}: no such object in the lake") from None

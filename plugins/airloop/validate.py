@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -280,6 +281,9 @@ def _failure(exp_type: str, kwargs: dict, result: dict, error: str | None) -> di
         details = f"error: {error}"
     elif exp_type == "expect_column_to_exist":
         details = "column not in the batch"
+    elif (result.get("details") or {}).get("mismatched"):
+        mismatched = result["details"]["mismatched"]
+        details = "; ".join(f"{k} columns {v}" for k, v in sorted(mismatched.items(), reverse=True))
     elif "observed_value" in result:
         details = f"observed {result['observed_value']}"
     elif result.get("unexpected_count") is not None:
@@ -297,6 +301,25 @@ def _failure(exp_type: str, kwargs: dict, result: dict, error: str | None) -> di
         "unexpected_percent": round(float(pct), 3) if pct is not None and math.isfinite(pct) else None,
         "details": _short(details),
     }
+
+
+def _add_type_share(failure: dict, kwargs: dict, data: pd.DataFrame) -> None:
+    """GX reports a column's wrong type without a share of rows; for a numeric type list, count the values
+    that are not numbers, so the message says how much of the column went bad."""
+    numeric = {"int64", "float64", "int32", "float32", "Int64", "Float64"}
+    col = kwargs.get("column")
+    wanted = set(kwargs.get("type_list") or [kwargs.get("type_")] or [])
+    if failure["unexpected_percent"] is not None or col not in data.columns or not wanted & numeric:
+        return
+    values = data[col]
+    bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+    if len(values):
+        failure["unexpected_percent"] = round(float(bad.mean() * 100), 3)
+        examples = ", ".join(repr(v) for v in values[bad].unique()[:3])
+        failure["details"] = _short(
+            f"{failure['details']}; {int(bad.sum())} of {len(values)} values not numeric"
+            + (f", e.g. {examples}" if examples else "")
+        )
 
 
 def validate_frame(
@@ -353,6 +376,7 @@ def validate_frame(
             failure = _failure(
                 config.type, dict(config.kwargs), dict(r.result or {}), _exception_message(r.exception_info)
             )
+            _add_type_share(failure, dict(config.kwargs), data)
             (warnings if (config.meta or {}).get("severity") == WARNING else critical).append(failure)
     index = Path(docs_dir) / "index.html" if docs_dir else None
     return ValidationOutcome(
@@ -385,17 +409,39 @@ def _local_path(uri: str) -> str | None:
     return path if isinstance(fs, pafs.LocalFileSystem) else None
 
 
-def validate_batch(
-    cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None
-) -> dict:
-    """Validate the staged batch; move it to ``validated/`` or ``quarantine/`` and record it in the manifest.
+class NotQuarantined(BadInput):
+    """A replay was asked for a batch that is not in quarantine."""
 
-    Returns ``{"batch_id", "verdict", "uri", "rows", "warnings", "data_docs", "summary"}`` (``summary``: the
-    readable block the DAG task ends its log with). Raises :class:`BatchQuarantined` (after writing the
-    quarantine copy and the manifest) on a critical failure.
+
+def validate_batch(
+    cfg: PipelineConfig,
+    batch_id: str,
+    *,
+    lake: Lake | None = None,
+    run_info: dict | None = None,
+    replay: bool = False,
+    track: bool = True,
+) -> dict:
+    """Validate the staged batch; move it to ``validated/`` or ``quarantine/`` and record it in the manifest
+    and (with ``track``) as a small MLflow run (tags and metrics: verdict, failures, warnings).
+
+    With ``replay`` the batch must be in quarantine: it is revalidated with the current suite from its staged
+    copy (or, if that is gone, its quarantined copy) and, if it passes, moves to ``validated/`` like a clean
+    batch. Returns ``{"batch_id", "verdict", "uri", "rows", "warnings", "data_docs", "replayed", "summary"}``
+    (``summary``: the readable block the DAG task ends its log with). Raises :class:`BatchQuarantined` (after
+    writing the quarantine copy and the manifest) on a critical failure.
     """
     lake = lake or Lake(cfg.name)
     staged_uri = lake.part("staged", batch_id)
+    quarantined_uri = lake.part("quarantine", batch_id)
+    if replay and not exists(quarantined_uri):
+        where = "validated" if exists(lake.part("validated", batch_id)) else "neither validated nor quarantined"
+        raise NotQuarantined(
+            f"replay of batch {batch_id} of pipeline '{cfg.name}': expected a quarantined batch at "
+            f"{quarantined_uri}, found none (the batch is {where}); replay only revalidates quarantined batches"
+        )
+    if not exists(staged_uri) and replay:
+        staged_uri = quarantined_uri
     frame = read_parquet(staged_uri)
     suite = load_suite(cfg, list(map(str, frame.columns)))
 
@@ -417,8 +463,11 @@ def validate_batch(
 
     manifest_uri = lake.manifest(batch_id)
     manifest = read_json(manifest_uri) if exists(manifest_uri) else {"batch_id": batch_id, "pipeline": cfg.name}
+    if manifest.get("validation"):  # earlier verdicts (a quarantine before a replay) stay on record
+        manifest.setdefault("validation_history", []).append(manifest["validation"])
     path = suite_path(cfg)
     manifest["validation"] = {
+        "replay": replay,
         "verdict": verdict,
         "critical": outcome.critical,
         "warnings": outcome.warnings,
@@ -431,6 +480,8 @@ def validate_batch(
         "run_info": run_info or {},
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if track:
+        manifest["validation"]["mlflow_run_id"] = record_in_mlflow(cfg, batch_id, manifest["validation"], run_info)
     write_json(manifest_uri, manifest)
 
     result = {
@@ -440,7 +491,9 @@ def validate_batch(
         "rows": len(frame),
         "warnings": len(outcome.warnings),
         "data_docs": docs_index,
-        "summary": f"Read {staged_uri} ({len(frame)} rows); verdict {verdict}; wrote {out_uri}\n" + outcome.summary(),
+        "replayed": replay,
+        "summary": f"{'Replay: ' if replay else ''}Read {staged_uri} ({len(frame)} rows); verdict {verdict}; "
+        f"wrote {out_uri}\n" + outcome.summary(),
     }
     if not passed:
         failures = "\n".join(f"  - {describe_failure(f, CRITICAL)}" for f in outcome.critical)
@@ -452,3 +505,51 @@ def validate_batch(
             result,
         )
     return result
+
+
+def _metric_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", text)[:250]
+
+
+def record_in_mlflow(cfg: PipelineConfig, batch_id: str, validation: dict, run_info: dict | None) -> str:
+    """One small MLflow run per validation (no artifacts): tags for the verdict and lineage, metrics for
+    rows, failures, and the share of rows failing each failed expectation. Returns the run id."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from airloop import tracking
+
+    experiment_id = tracking.ensure_experiment(cfg)
+    client = MlflowClient()
+    tags = {
+        **tracking.lineage_tags(run_info),
+        "airloop.stage": "validate",
+        "airloop.batch_id": batch_id,
+        "airloop.verdict": validation["verdict"],
+        "airloop.replay": str(validation.get("replay", False)).lower(),
+        "airloop.suite": validation.get("suite") or "",
+    }
+    for i, warning in enumerate(validation["warnings"]):
+        tags[f"airloop.warning.{i}"] = describe_failure(warning, WARNING)[:5000]
+    for i, failure in enumerate(validation["critical"]):
+        tags[f"airloop.critical.{i}"] = describe_failure(failure, CRITICAL)[:5000]
+    run = client.create_run(experiment_id, run_name=f"validate {batch_id}", tags=tags)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = {
+        "rows": validation["rows"],
+        "expectations": validation["evaluated"],
+        "critical_failures": len(validation["critical"]),
+        "warnings": len(validation["warnings"]),
+    }
+    for severity in (CRITICAL, WARNING):
+        for f in validation[severity if severity == CRITICAL else "warnings"]:
+            if f.get("unexpected_percent") is not None:
+                key = f"{severity}.{f.get('column') or 'table'}.{f['expectation']}.unexpected_percent"
+                metrics[_metric_key(key)] = f["unexpected_percent"]
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag("airloop.validated_uri", validation["uri"])],
+    )
+    client.set_terminated(run.info.run_id, "FINISHED" if validation["verdict"] != "quarantined" else "FAILED")
+    return run.info.run_id

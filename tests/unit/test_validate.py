@@ -24,6 +24,7 @@ from airloop.validate import (
 )
 
 BATCH = "2026-01-05"
+pytestmark = pytest.mark.usefixtures("mlflow_store")
 CHURN_SUITE_DIR = REPO_ROOT / "include" / "gx"
 
 
