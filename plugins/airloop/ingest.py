@@ -113,7 +113,7 @@ def _stream_frames(uri: str, raw_uri: str, fmt: str, options: dict, chunk_rows: 
     import pyarrow.parquet as pq
 
     try:
-        with lk.open_input(raw_uri) as stream:
+        with lk.open_input(raw_uri, random_access=fmt == "parquet") as stream:
             if fmt == "parquet":
                 for batch in pq.ParquetFile(stream).iter_batches(batch_size=chunk_rows):
                     yield batch.to_pandas()

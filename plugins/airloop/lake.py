@@ -264,10 +264,11 @@ def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.
     return rows, schema
 
 
-def open_input(uri: str) -> Any:
-    """A readable binary stream of a lake object (close it, or use it in ``with``)."""
+def open_input(uri: str, random_access: bool = False) -> Any:
+    """A readable binary stream of a lake object (close it, or use it in ``with``); ``random_access`` gives a
+    seekable file (Parquet needs one)."""
     fs, path = filesystem(uri)
     try:
-        return fs.open_input_stream(path)
+        return fs.open_input_file(path) if random_access else fs.open_input_stream(path)
     except FileNotFoundError:
         raise LakeError(f"{uri}: no such object in the lake") from None

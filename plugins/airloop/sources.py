@@ -156,7 +156,8 @@ def s3_client(connection: dict | None = None) -> Any:
         kwargs["aws_access_key_id"] = conn["login"]
         kwargs["aws_secret_access_key"] = conn.get("password")
     kwargs["region_name"] = extra.get("region_name") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-    return boto3.client("s3", **kwargs)
+    # A fresh session: boto3's default one caches the credentials it first found in the environment.
+    return boto3.session.Session().client("s3", **kwargs)
 
 
 @contextlib.contextmanager

@@ -375,3 +375,55 @@ def test_scoring_check_ignores_the_target_but_catches_skew(no_suites):
     outcome = check_scoring_frame(make_cfg(features=["tenure_months", "plan"]), scoring.drop(columns=["plan"]))
     assert not outcome.success
     assert [(f["expectation"], f["column"]) for f in outcome.critical] == [("expect_column_to_exist", "plan")]
+
+
+# --- replay and the MLflow record --------------------------------------------------------------------------
+
+
+def test_replay_after_the_suite_is_fixed_moves_the_batch_to_validated(lake, no_suites):
+    from airloop.validate import NotQuarantined
+
+    suite = {
+        "name": "shop",
+        "expectations": [
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "plan", "value_set": ["basic"]}}
+        ],
+    }
+    (no_suites / "shop.json").write_text(json.dumps(suite), encoding="utf-8")
+    stage(lake, small_frame())
+    with pytest.raises(NotQuarantined, match=r"replay of batch 2026-01-05 .* neither validated nor quarantined"):
+        validate_batch(make_cfg(), BATCH, lake=lake, replay=True)
+    with pytest.raises(BatchQuarantined, match=r"column 'plan': 50% of rows failing \(4 of 8 rows, e\.g\. 'pro'\)"):
+        validate_batch(make_cfg(), BATCH, lake=lake)
+
+    suite["expectations"][0]["kwargs"]["value_set"] = ["basic", "pro"]  # the reviewed fix: 'pro' is a real plan
+    (no_suites / "shop.json").write_text(json.dumps(suite), encoding="utf-8")
+    result = validate_batch(make_cfg(), BATCH, lake=lake, replay=True)
+
+    assert result["verdict"] == "passed" and result["replayed"] and result["summary"].startswith("Replay: ")
+    assert batch_files(lake) == [lake.part("validated", BATCH)]
+    manifest = read_json(lake.manifest(BATCH))
+    assert manifest["validation"]["verdict"] == "passed" and manifest["validation"]["replay"] is True
+    assert [v["verdict"] for v in manifest["validation_history"]] == ["quarantined"]  # the first verdict stays
+    with pytest.raises(NotQuarantined, match="the batch is validated"):
+        validate_batch(make_cfg(), BATCH, lake=lake, replay=True)
+
+
+def test_each_validation_is_recorded_in_mlflow_with_its_warnings(lake, no_suites):
+    from mlflow.tracking import MlflowClient
+
+    stage(lake, small_frame().drop(columns=["churned"]))  # the target's absence is a warning
+
+    validate_batch(make_cfg(), BATCH, lake=lake, run_info={"dag_id": "airloop_shop_validate", "run_id": "r1"})
+
+    run_id = read_json(lake.manifest(BATCH))["validation"]["mlflow_run_id"]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["airloop.verdict"] == "passed_with_warnings"
+    assert run.data.tags["airloop.batch_id"] == BATCH and run.data.tags["airflow.dag_id"] == "airloop_shop_validate"
+    assert (
+        run.data.tags["airloop.warning.0"]
+        == "WARNING expect_column_to_exist on column 'churned': column not in the batch"
+    )
+    assert run.data.metrics["warnings"] == 1 and run.data.metrics["rows"] == 8
+    assert run.data.metrics["critical_failures"] == 0
+    assert run.info.run_name == f"validate {BATCH}" and run.info.status == "FINISHED"
