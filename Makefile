@@ -50,9 +50,12 @@ bench: install  ## speed and memory targets, measured side by side with their an
 clean:  ## a clean reset of all local state
 	rm -rf "$(AIRLOOP_HOME)"
 
-up:  ## the production topology with Docker Compose (needs .env, see .env.example)
-	@test -f .env || { echo "copy .env.example to .env and set its secrets first"; exit 1; }
+up:  ## the production topology with Docker Compose (needs .env, see .env.example and docs/deploy.md)
+	@test -f .env || { echo "make up: copy .env.example to .env and set its secrets first (docs/deploy.md)"; exit 1; }
+	@! grep -n '=change-me' .env || { echo "make up: set the secrets listed above in .env first"; exit 1; }
+	@command -v docker >/dev/null || { echo "make up: needs Docker with the compose plugin"; exit 1; }
 	docker compose up -d --build
+	@echo "Airflow http://localhost:8080, MLflow http://localhost:5000, model API http://localhost:8000"
 
-down:
+down:  ## stop the compose topology (named volumes are kept; `docker compose down -v` deletes them)
 	docker compose down

@@ -152,3 +152,18 @@ def test_env_is_ignored_and_bind_mounts_exist():
                 assert (REPO / host).exists(), f"service {name}: bind mount {host} does not exist"
             else:
                 assert host in (COMPOSE.get("volumes") or {}), f"service {name}: volume {host} is not declared"
+
+
+def test_compose_pipelines_are_valid_and_read_from_s3(monkeypatch):
+    """Celery workers share no disk: the pipelines compose mounts must read their data from S3."""
+    from airloop.config import load_pipeline
+
+    monkeypatch.setenv("S3_BUCKET_LAKE", "airloop-lake")
+    files = sorted((REPO / "include" / "compose" / "pipelines").glob("*.yaml"))
+    assert files, "include/compose/pipelines/ has no pipeline YAML"
+    for path in files:
+        cfg = load_pipeline(path)
+        uris = [cfg.source.uri] + ([cfg.labels.uri] if cfg.labels else [])
+        assert all(u.startswith("s3://airloop-lake/") for u in uris), (
+            f"{path.name}: expected s3:// sources, found {uris}"
+        )

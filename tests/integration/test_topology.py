@@ -217,3 +217,21 @@ def test_celery_compat_shim_is_still_needed():
         f"the Celery provider now imports without {CELERY_COMPAT.relative_to(REPO)}: delete that folder and "
         "the PYTHONPATH entries that name it in docker-compose.yaml and tests/integration/topology.py"
     )
+
+
+def test_buckets_module_creates_once_and_refuses_wrong_keys_at_once(s3_server):
+    """`python -m airloop.buckets`, as the compose service create-buckets runs it."""
+    name = f"airloop-probe-{os.getpid()}"
+
+    def run(bucket: str, reader: bool = False) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "plugins"), **s3_server.env(reader=reader)}
+        cmd = [sys.executable, "-m", "airloop.buckets", bucket]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    first, again = run(name), run(name)
+    assert (first.returncode, first.stdout.strip()) == (0, f"created: {name}"), first.stderr
+    assert (again.returncode, again.stdout.strip()) == (0, "created: none (all exist)"), again.stderr
+    started = time.monotonic()
+    refused = run(f"{name}-x", reader=True)  # the read-only identity may not create buckets
+    assert refused.returncode == 1 and f"bucket '{name}-x'" in refused.stderr and "refused" in refused.stderr
+    assert time.monotonic() - started < 30, "wrong keys should fail at once, not after the retry timeout"
