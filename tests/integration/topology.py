@@ -312,7 +312,7 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
         raise
 
 
-def stop_topology(top: Topology, timeout_s: float = 20) -> None:
+def stop_topology(top: Topology, timeout_s: float = 10) -> None:
     """Stop every process, drop the databases and the broker queue. Safe to call twice.
 
     All processes get SIGTERM at once (a shutdown costs the slowest process, not the sum), then SIGKILL after
@@ -338,5 +338,6 @@ def stop_topology(top: Topology, timeout_s: float = 20) -> None:
         import redis
 
         client = redis.Redis.from_url(top.broker_url, socket_connect_timeout=3)
-        client.delete(top.queue, f"_kombu.binding.{top.queue}")
+        stale = [top.queue, *client.scan_iter(match=f"_kombu.binding*{top.queue}", count=1000)]
+        client.delete(*stale)
         client.close()
