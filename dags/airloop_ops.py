@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from airloop.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, schedule
+from airloop.dagkit import (
+    asset,
+    batch_ids,
+    batch_param,
+    call,
+    dag_args,
+    drift_alert_notifier,
+    pipelines,
+    run_info,
+    schedule,
+)
 
 configs, _ = pipelines()
 
@@ -31,7 +41,7 @@ def ops_dags(cfg) -> None:
         def score(**context) -> list[dict]:
             from airloop import score as stage
 
-            out = [call(stage.score_batch, cfg, b) for b in batch_ids(context, validated)]
+            out = [call(stage.score_batch, cfg, b, run_info=run_info(context)) for b in batch_ids(context, validated)]
             context["outlet_events"][predictions].extra = {"batch_ids": [r["batch_id"] for r in out]}
             return out
 
@@ -43,7 +53,8 @@ def ops_dags(cfg) -> None:
             "monitor",
             "Measures feature and prediction drift of the day's batch against the "
             "champion's training reference, and the live metric once labels arrive. Emits the drift "
-            "Asset (which triggers retraining) only when drift is confirmed.",
+            "Asset (which triggers retraining) only when drift is confirmed, and then alerts (log, and a "
+            "webhook when `monitoring.alert_connection` is set).",
             schedule=schedule(cfg.schedule.monitor),
             params={"batch_id": batch_param()},
         )
@@ -55,7 +66,7 @@ def ops_dags(cfg) -> None:
 
             return call(stage.monitor_batch, cfg, batch_ids(context)[-1], run_info=run_info(context))
 
-        @task(outlets=[drift])
+        @task(outlets=[drift], on_success_callback=drift_alert_notifier(cfg))
         def alert_confirmed_drift(verdict: dict, **context) -> dict:
             from airloop import monitor as stage
 

@@ -212,3 +212,38 @@ def approval_decision(context: dict, task_id: str) -> dict | None:
         "responded_at": at.isoformat() if hasattr(at, "isoformat") else str(at),
         "dag_run": context["ti"].run_id,
     }
+
+
+def drift_alert_notifier(cfg: PipelineConfig):
+    """The notifier of a confirmed drift (``on_success_callback`` of the monitor's alert task): it logs the
+    alert and, when ``monitoring.alert_connection`` names an Airflow Connection, POSTs it as JSON to that
+    connection's URL (host, or schema://host:port/path; a password becomes a Bearer token). A failed
+    webhook is logged, never raised: the drift Asset event has already been emitted."""
+    from airflow.sdk import BaseNotifier
+
+    class DriftAlertNotifier(BaseNotifier):
+        def notify(self, context) -> None:
+            from airloop import monitor
+
+            ti = context["ti"]
+            verdict = ti.xcom_pull(task_ids="monitor") or {}
+            doc = {**monitor.alert_document(cfg, verdict), "dag_id": ti.dag_id, "run_id": ti.run_id}
+            log.warning("%s", doc["text"])
+            conn_id = cfg.monitoring.alert_connection
+            if not conn_id:
+                return
+            try:
+                from airflow.sdk import BaseHook
+
+                conn = BaseHook.get_connection(conn_id)
+                host = conn.host or ""
+                url = host if "://" in host else f"{conn.schema or 'https'}://{host}"
+                if conn.port:
+                    url = f"{url}:{conn.port}"
+                headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
+                status = monitor.post_webhook(url, doc, headers=headers)
+                log.info("Airloop: drift alert posted to connection %r (HTTP %s)", conn_id, status)
+            except Exception as err:  # noqa: BLE001 - alerting must not fail the task that emitted the event
+                log.error("Airloop: could not post the drift alert to connection %r: %s", conn_id, err)
+
+    return DriftAlertNotifier()

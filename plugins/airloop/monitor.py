@@ -153,3 +153,36 @@ def require_confirmed(verdict: dict) -> dict:
             f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')} is not confirmed; no retraining"
         )
     return verdict
+
+
+def alert_document(cfg: PipelineConfig, verdict: dict) -> dict:
+    """The confirmed-drift alert: {"pipeline","batch_id","model_version","features","report_uri","text"}."""
+    feats = verdict.get("drifted_features") or []
+    text = (
+        f"Airloop: drift confirmed on pipeline {cfg.name!r}, batch {verdict.get('batch_id')}, champion "
+        f"v{verdict.get('model_version')}; drifting features: {', '.join(feats[:8]) or '-'}. Retraining is "
+        f"triggered (guards permitting). Report: {verdict.get('report_uri')}"
+    )
+    return {
+        "pipeline": cfg.name,
+        "batch_id": verdict.get("batch_id"),
+        "model_version": verdict.get("model_version"),
+        "features": feats,
+        "report_uri": verdict.get("report_uri"),
+        "text": text,
+    }
+
+
+def post_webhook(url: str, doc: dict, *, timeout_s: float = 10.0, headers: dict | None = None) -> int:
+    """POST ``doc`` as JSON (with a Slack-style ``text`` field) to ``url``; returns the HTTP status."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - an operator's URL
+        return response.status

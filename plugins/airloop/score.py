@@ -14,7 +14,7 @@ import pandas as pd
 from airloop import lake as lk
 from airloop.config import PipelineConfig
 from airloop.datasets import BATCH_COLUMN
-from airloop.errors import NothingToDo
+from airloop.errors import BadInput, NothingToDo
 from airloop.lake import Lake
 
 
@@ -45,10 +45,44 @@ def prediction_ids(cfg: PipelineConfig, frame: pd.DataFrame, batch_id: str) -> p
     return f"{cfg.name}:{batch_id}:" + keys
 
 
-def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None) -> dict:
-    """Score ``validated/date=batch_id`` with the champion; returns {"batch_id","rows","model_version","uri"}.
+class ScoringInputRefused(BadInput):
+    """A batch that does not match the model's signature or the pipeline's suite; nothing was scored."""
 
-    Raises NoChampion when no version holds the alias ``champion``. A rerun replaces the batch's predictions.
+
+def check_inputs(cfg: PipelineConfig, frame: pd.DataFrame, model_uri: str, batch_id: str) -> dict:
+    """Check rows about to be scored against the model signature (required columns present) and the GX suite
+    (``validate.check_scoring_frame``). Returns {"signature_columns", "suite", "warnings"}; raises
+    ScoringInputRefused naming the columns or the failed expectations."""
+    import mlflow
+
+    from airloop import validate
+
+    signature = mlflow.models.get_model_info(model_uri).signature
+    required = []
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        required = [s.name for s in signature.inputs.inputs if getattr(s, "required", True)]
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ScoringInputRefused(
+                f"batch {batch_id} of {cfg.name!r}: columns {missing} required by the signature of {model_uri} "
+                f"are missing (found {sorted(map(str, frame.columns))}); nothing was scored"
+            )
+    outcome = validate.check_scoring_frame(cfg, frame)
+    if not outcome.success:
+        failures = "\n".join(f"  - {validate.describe_failure(f, 'critical')}" for f in outcome.critical)
+        raise ScoringInputRefused(
+            f"batch {batch_id} of {cfg.name!r}: {len(outcome.critical)} critical expectation(s) of suite "
+            f"{outcome.suite_name!r} failed on the rows to score; nothing was scored:\n{failures}"
+        )
+    return {"signature_columns": len(required), "suite": outcome.suite_name, "warnings": len(outcome.warnings)}
+
+
+def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None) -> dict:
+    """Score ``validated/date=batch_id`` with the champion; returns {"batch_id","rows","model_version","uri",
+    "checks","summary"}.
+
+    The rows are first checked against the model signature and the suite (:func:`check_inputs`). Raises
+    NoChampion when no version holds the alias ``champion``. A rerun replaces the batch's predictions.
     """
     import mlflow.sklearn
 
@@ -60,9 +94,11 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None)
     if champion is None:
         raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
     # Pin the version read above: the alias may move while this batch is scored.
-    model = mlflow.sklearn.load_model(f"models:/{cfg.registered_model_name}/{champion.version}")
+    model_uri = f"models:/{cfg.registered_model_name}/{champion.version}"
     frame = lk.read_parquet(lake.part("validated", batch_id))
     features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
+    checks = check_inputs(cfg, features, model_uri, batch_id)
+    model = mlflow.sklearn.load_model(model_uri)
     preds = predict_frame(cfg, model, features)
     keep = [c for c in (cfg.id_column, cfg.event_time_column) if c and c in frame.columns]
     out = pd.concat([frame[keep], preds], axis=1)
@@ -71,5 +107,19 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None)
     out["model_run_id"] = champion.run_id
     out[BATCH_COLUMN] = batch_id
     out["scored_at"] = dt.datetime.now(dt.UTC).isoformat()
+    info = run_info or {}
+    out["airflow_dag_id"] = info.get("dag_id")
+    out["airflow_run_id"] = info.get("run_id")
     uri = lk.write_parquet(lake.part("predictions", batch_id), out)
-    return {"batch_id": batch_id, "rows": len(out), "model_version": str(champion.version), "uri": uri}
+    summary = (
+        f"Scored {len(out)} rows of {batch_id} with {model_uri} (checked against its signature and suite "
+        f"{checks['suite']!r}: {checks['warnings']} warning(s)); wrote {uri}"
+    )
+    return {
+        "batch_id": batch_id,
+        "rows": len(out),
+        "model_version": str(champion.version),
+        "uri": uri,
+        "checks": checks,
+        "summary": summary,
+    }

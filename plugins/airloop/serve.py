@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from starlette.requests import Request  # at module level: FastAPI resolves the handler's string annotation here
 
 from airloop import lake as lk
 from airloop.config import PipelineConfig
@@ -83,6 +84,7 @@ class LoadedModel:
     run_id: str
     columns: list[Column]
     classes: np.ndarray | None = None
+    compiled: CompiledPipeline | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -122,6 +124,119 @@ def input_columns(model: Any, signature: Any | None) -> list[Column]:
     return [Column(str(n), "any") for n in names]
 
 
+class CompiledPipeline:
+    """Airloop's fitted preprocessing (``airloop.train.build_pipeline``) as numpy lookups, in front of the
+    fitted estimator: median imputation + scaling become two vector operations, and each categorical column's
+    text-cast + impute + one-hot becomes a dict lookup into the rows the fitted step itself produced.
+
+    A 1-row ``Pipeline.predict_proba`` spends milliseconds in pandas indexing and input validation; this path
+    takes tens of microseconds plus the estimator. :func:`compile_pipeline` checks it against the real pipeline
+    on probe rows (every category, missing and unseen values) and refuses anything it does not reproduce.
+    """
+
+    _UNSEEN = "\x00airloop-unseen\x00"
+
+    def __init__(self, model: Any):
+        if list(getattr(model, "named_steps", {})) != ["prep", "model"]:
+            raise ValueError("not an Airloop pipeline (steps 'prep', 'model')")
+        from sklearn.impute import SimpleImputer
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        prep, self.estimator = model.named_steps["prep"], model.named_steps["model"]
+        self.blocks: list[tuple] = []
+        for name, trans, cols in prep.transformers_:
+            cols = [str(c) for c in cols]
+            if trans == "drop" or not cols:
+                continue
+            steps = [type(s) for _, s in getattr(trans, "steps", [])]
+            if name == "num" and steps == [SimpleImputer, StandardScaler]:
+                imputer, scaler = trans.steps[0][1], trans.steps[1][1]
+                if imputer.add_indicator or len(imputer.statistics_) != len(cols):
+                    raise ValueError("numeric imputer with indicator columns")
+                mean = scaler.mean_ if scaler.with_mean else np.zeros(len(cols))
+                scale = scaler.scale_ if scaler.with_std and scaler.scale_ is not None else np.ones(len(cols))
+                self.blocks.append(("num", cols, np.asarray(imputer.statistics_, float), mean, scale))
+            elif name == "cat" and steps and steps[-1] is OneHotEncoder:
+                self.blocks.append(("cat", cols, self._lookups(trans, cols)))
+            else:
+                raise ValueError(f"transformer {name!r} ({steps}) is not one the compiled path knows")
+
+    def _lookups(self, trans: Any, cols: list[str]) -> list[tuple[dict, np.ndarray, int, int]]:
+        """Per column: ({text: row}, one-hot rows, row of a missing value, row of an unseen value)."""
+        enc = trans.steps[-1][1]
+        widths = list(enc._n_features_outs)
+        offsets = np.cumsum([0, *widths])
+        base = {c: str(enc.categories_[k][0]) for k, c in enumerate(cols)}
+        out = []
+        for j, col in enumerate(cols):
+            values = [str(v) for v in enc.categories_[j]] + [None, self._UNSEEN]
+            frame = pd.DataFrame({c: values if c == col else [base[c]] * len(values) for c in cols}, dtype=object)
+            rows = trans.transform(frame)
+            rows = rows.toarray() if hasattr(rows, "toarray") else np.asarray(rows)
+            block = np.ascontiguousarray(rows[:, offsets[j] : offsets[j + 1]], dtype=float)
+            index = {v: i for i, v in enumerate(values[:-2])}
+            out.append((index, block, len(values) - 2, len(values) - 1))
+        return out
+
+    def transform(self, cols: dict[str, list]) -> np.ndarray:
+        parts = []
+        for block in self.blocks:
+            if block[0] == "num":
+                _, names, stats, mean, scale = block
+                x = np.array([cols[n] for n in names], dtype=float).T
+                x = np.where(np.isnan(x), stats, x)
+                parts.append((x - mean) / scale)
+            else:
+                for name, (index, rows, missing, unseen) in zip(block[1], block[2], strict=True):
+                    get = index.get
+                    idx = [missing if v is None else get(v if type(v) is str else str(v), unseen) for v in cols[name]]
+                    parts.append(rows[idx])
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
+
+    def predict_proba(self, cols: dict[str, list]) -> np.ndarray:
+        return self.estimator.predict_proba(self.transform(cols))
+
+    def predict(self, cols: dict[str, list]) -> np.ndarray:
+        return self.estimator.predict(self.transform(cols))
+
+    def probe_rows(self) -> dict[str, list]:
+        """Rows covering every category, a missing and an unseen value per column, and missing numbers."""
+        n = max([6] + [len(lk_[0]) + 2 for b in self.blocks if b[0] == "cat" for lk_ in b[2]])
+        cols: dict[str, list] = {}
+        for block in self.blocks:
+            if block[0] == "num":
+                for k, name in enumerate(block[1]):
+                    center, spread = block[2][k], block[4][k]
+                    cols[name] = [None if i % 5 == 3 else float(center + spread * (i - n / 2) / n) for i in range(n)]
+            else:
+                for name, (index, _, _, _) in zip(block[1], block[2], strict=True):
+                    cats = [*index, None, "never-seen-in-training"]
+                    cols[name] = [cats[i % len(cats)] for i in range(n)]
+        return cols
+
+
+def compile_pipeline(model: Any, columns: list[Column], task: str) -> CompiledPipeline | None:
+    """A :class:`CompiledPipeline` that reproduces ``model`` on probe rows (to 1e-9), else None (the server then
+    calls the sklearn pipeline itself)."""
+    try:
+        compiled = CompiledPipeline(model)
+        probe = compiled.probe_rows()
+        names = [c.name for c in columns]
+        if set(probe) != set(names):
+            raise ValueError(f"preprocessing columns {sorted(probe)} differ from the input columns {sorted(names)}")
+        frame = to_frame(probe, [c for c in columns])
+        if task == "classification" and hasattr(model, "predict_proba"):
+            same = np.allclose(compiled.predict_proba(probe), model.predict_proba(frame), rtol=0, atol=1e-9)
+        else:
+            same = np.allclose(compiled.predict(probe), model.predict(frame), rtol=0, atol=1e-9)
+        if not same:
+            raise ValueError("compiled predictions differ from the pipeline's on the probe rows")
+        return compiled
+    except Exception as err:  # noqa: BLE001 - any surprise means: use the real pipeline
+        log.warning("compiled scoring path not used (%s); scoring with the sklearn pipeline", err)
+        return None
+
+
 def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
     """Load ``models:/NAME/version`` (sklearn flavor) with its input spec."""
     import mlflow
@@ -133,7 +248,8 @@ def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
     model = mlflow.sklearn.load_model(uri)
     signature = mlflow.models.get_model_info(uri).signature
     classes = getattr(model, "classes_", None) if cfg.task == "classification" else None
-    return LoadedModel(model, str(version), mv.run_id, input_columns(model, signature), classes)
+    columns = input_columns(model, signature)
+    return LoadedModel(model, str(version), mv.run_id, columns, classes, compile_pipeline(model, columns, cfg.task))
 
 
 # ---------------------------------------------------------------------------------------- payload parsing
@@ -257,10 +373,10 @@ def _check_columns(cols: dict[str, list], spec: LoadedModel, field_name: str) ->
                 )
 
 
-def to_frame(cols: dict[str, list], spec: LoadedModel) -> pd.DataFrame:
+def to_frame(cols: dict[str, list], columns: list[Column]) -> pd.DataFrame:
     """The parsed columns as the frame the model was trained on (numbers as float64, NaN for null)."""
     data = {}
-    for c in spec.columns:
+    for c in columns:
         values = cols[c.name]
         if c.kind == "number":
             data[c.name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
@@ -345,7 +461,7 @@ class Metrics:
             f'airloop_model_version{{pipeline="{p}"}} {current.version if current else 0}',
             "# HELP airloop_log_queue_rows Prediction rows waiting to be written to the lake.",
             "# TYPE airloop_log_queue_rows gauge",
-            f'airloop_log_queue_rows{{pipeline="{p}"}} {len(server.log_buffer)}',
+            f'airloop_log_queue_rows{{pipeline="{p}"}} {server.buffered_rows}',
         ]
         return "\n".join(lines) + "\n"
 
@@ -372,7 +488,8 @@ class ModelServer:
         self.current: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
         self.metrics = Metrics()
-        self.log_buffer: deque[dict] = deque()
+        self.log_buffer: deque[dict] = deque()  # column chunks, one per scored batch
+        self.buffered_rows = 0
         self.threshold = cfg.serving.low_confidence_threshold
         self._queue: asyncio.Queue[_Pending] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airloop-predict")
@@ -418,26 +535,30 @@ class ModelServer:
     # --- scoring ---------------------------------------------------------------------------------------
 
     def predict_rows(
-        self, spec: LoadedModel, frame: pd.DataFrame
+        self, spec: LoadedModel, cols: dict[str, list]
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(predictions, probability of the predicted class, probability of the positive class) for a frame."""
-        model = spec.model
+        """(predictions, probability of the predicted class, probability of the positive class) for parsed
+        columns: through the compiled path when the model has one, else through the sklearn pipeline."""
+        model = spec.compiled
+        data: Any = cols
+        if model is None:
+            model, data = spec.model, to_frame(cols, spec.columns)
         if spec.classes is not None and hasattr(model, "predict_proba"):
-            proba = np.asarray(model.predict_proba(frame))
+            proba = np.asarray(model.predict_proba(data))
             best = proba.argmax(axis=1)
             score = proba[:, 1] if proba.shape[1] == 2 else None
             return spec.classes[best], proba[np.arange(len(best)), best], score
-        return np.asarray(model.predict(frame)), None, None
+        return np.asarray(model.predict(data)), None, None
 
-    def _score_batch(self, spec: LoadedModel, items: list[_Pending]) -> list[dict]:
-        """Score every pending request in one model call; returns one response document per request."""
+    def _score_batch(self, spec: LoadedModel, items: list[_Pending]) -> tuple[list[dict], tuple]:
+        """Score every pending request in one model call; returns (one response per request, what
+        :meth:`_after` needs to log the batch once the responses are out)."""
         if len(items) == 1:
             cols = items[0].cols
         else:
             cols = {n: [v for it in items for v in it.cols[n]] for n in spec.names}
-        frame = to_frame(cols, spec)
-        pred, prob, score = self.predict_rows(spec, frame)
-        n = len(frame)
+        pred, prob, score = self.predict_rows(spec, cols)
+        n = len(pred)
         self.metrics.batches += 1
         self.metrics.batch_rows += n
         self.metrics.predictions += n
@@ -459,18 +580,16 @@ class ModelServer:
                 }
             )
             start = end
-        if self.log_requests or self.shadow is not None:
-            entity = [e for it in items for e in (it.entity_ids or [None] * it.rows)]
-            self._after(spec, frame, cols, ids, pred_list, prob_list, score, low, entity)
-        return out
+        entity = [e for it in items for e in (it.entity_ids or [None] * it.rows)]
+        return out, (spec, cols, ids, pred_list, prob_list, score, low, entity)
 
-    def _after(self, spec, frame, cols, ids, pred, prob, score, low, entity) -> None:
-        """Off the answer: the shadow challenger's predictions, and the log rows (flushed by another thread)."""
+    def _after(self, spec, cols, ids, pred, prob, score, low, entity) -> None:
+        """After the answers: the shadow challenger's predictions, and the log rows (flushed by another thread)."""
         shadow = self.shadow
         s_pred = s_prob = None
-        if shadow is not None:
+        if shadow is not None and set(shadow.names) <= set(cols):
             try:
-                sp, sprob, _ = self.predict_rows(shadow, frame[shadow.names] if shadow.names != spec.names else frame)
+                sp, sprob, _ = self.predict_rows(shadow, cols)
                 s_pred, s_prob = sp.tolist(), (sprob.tolist() if sprob is not None else None)
                 self.metrics.shadow_rows += len(s_pred)
                 self.metrics.shadow_disagreements += sum(a != b for a, b in zip(pred, s_pred, strict=True))
@@ -478,25 +597,25 @@ class ModelServer:
                 log.exception("shadow challenger v%s failed", shadow.version)
         if not self.log_requests:
             return
-        now = dt.datetime.now(dt.UTC).isoformat()
-        names = spec.names
-        for i, pid in enumerate(ids):
-            row = {
-                "prediction_id": pid,
-                "served_at": now,
-                "model_version": spec.version,
-                "model_run_id": spec.run_id,
-                "prediction": _plain(pred[i]),
-                "probability": prob[i],
-                "score": None if score is None else float(score[i]),
-                "low_confidence": low[i],
-                "entity_id": None if entity[i] is None else str(entity[i]),
-                "features": json.dumps({n: cols[n][i] for n in names}),
-                "shadow_version": shadow.version if s_pred is not None else None,
-                "shadow_prediction": None if s_pred is None else _plain(s_pred[i]),
-                "shadow_probability": None if s_prob is None else s_prob[i],
-            }
-            self.log_buffer.append(row)
+        n = len(ids)
+        nothing = [None] * n
+        chunk = {  # columns, not rows: cheap here; the flush thread turns them into Parquet
+            "prediction_id": ids,
+            "served_at": [dt.datetime.now(dt.UTC).isoformat()] * n,
+            "model_version": [spec.version] * n,
+            "model_run_id": [spec.run_id] * n,
+            "prediction": pred,
+            "probability": prob,
+            "score": nothing if score is None else score.tolist(),
+            "low_confidence": low,
+            "entity_id": [None if e is None else str(e) for e in entity],
+            "shadow_version": nothing if s_pred is None else [shadow.version] * n,
+            "shadow_prediction": nothing if s_pred is None else s_pred,
+            "shadow_probability": nothing if s_prob is None else s_prob,
+            "_inputs": (spec.names, cols),
+        }
+        self.log_buffer.append(chunk)
+        self.buffered_rows += n
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
@@ -511,7 +630,10 @@ class ModelServer:
                 rows += nxt.rows
             spec = self.current  # captured once: a swap during this batch cannot mix versions
             try:
-                results = await loop.run_in_executor(self._executor, self._score_batch, spec, items)
+                if spec.compiled is not None:  # well under a millisecond: no thread hop
+                    results, after = self._score_batch(spec, items)
+                else:  # the sklearn pipeline takes milliseconds: keep the loop accepting meanwhile
+                    results, after = await loop.run_in_executor(self._executor, self._score_batch, spec, items)
             except Exception as err:  # noqa: BLE001 - every waiting request gets the error
                 for it in items:
                     if not it.future.done():
@@ -520,6 +642,12 @@ class ModelServer:
             for it, res in zip(items, results, strict=True):
                 if not it.future.done():
                     it.future.set_result(res)
+            if self.log_requests or self.shadow is not None:
+                await asyncio.sleep(0)  # let the handlers send their responses first
+                try:
+                    self._after(*after)
+                except Exception:  # logging must never take the server down
+                    log.exception("could not record a batch of %d predictions", len(after[2]))
 
     async def invoke(self, body: bytes) -> dict:
         """Parse, queue and await one request's predictions; raises PayloadError for a bad payload."""
@@ -543,25 +671,37 @@ class ModelServer:
     def flush(self) -> int:
         """Write buffered prediction rows to the lake (and low-confidence ones to the review queue);
         returns the number of rows written. Rows stay buffered if the write fails."""
+        import pyarrow as pa
+
         from airloop import review
 
-        rows = []
-        while self.log_buffer and len(rows) < 100_000:
-            rows.append(self.log_buffer.popleft())
-        if not rows:
+        chunks = []
+        while self.log_buffer:
+            chunks.append(self.log_buffer.popleft())
+        if not chunks:
             return 0
-        frame = pd.DataFrame(rows)
+        columns = {k: [v for c in chunks for v in c[k]] for k in chunks[0] if k != "_inputs"}
+        columns["features"] = [
+            json.dumps({name: cols[name][i] for name in names})
+            for c in chunks
+            for names, cols in [c["_inputs"]]
+            for i in range(len(c["prediction_id"]))
+        ]
+        rows = len(columns["prediction_id"])
         try:
-            write_serving_log(self.lake, frame)
-            if frame["low_confidence"].any():
-                review.enqueue(self.cfg, self.lake, frame[frame["low_confidence"]])
+            table = pa.table(columns)
+            write_serving_log(self.lake, table)
+            if any(columns["low_confidence"]):
+                low = table.filter(pa.array(columns["low_confidence"])).to_pandas()
+                review.enqueue(self.cfg, self.lake, low)
         except Exception:
             self.metrics.log_errors += 1
-            self.log_buffer.extendleft(reversed(rows))
-            log.exception("could not write %d prediction rows to the lake; kept for the next try", len(rows))
+            self.log_buffer.extendleft(reversed(chunks))
+            log.exception("could not write %d prediction rows to the lake; kept for the next try", rows)
             return 0
-        self.metrics.logged_rows += len(rows)
-        return len(rows)
+        self.buffered_rows -= rows
+        self.metrics.logged_rows += rows
+        return rows
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.cfg.serving.log_flush_s):
@@ -575,6 +715,11 @@ class ModelServer:
             await asyncio.get_running_loop().run_in_executor(None, self.refresh)
         except Exception:
             log.exception("could not load the champion of %s at start-up", self.cfg.name)
+        # Long-lived objects (mlflow, sklearn, the model) out of the collector's reach, and short GIL
+        # slices for the background threads: both keep pauses out of the request latency tail.
+        gc.collect()
+        gc.freeze()
+        sys.setswitchinterval(0.0005)
         self._queue = asyncio.Queue()
         self._batcher = asyncio.create_task(self._batch_loop())
         self._stop.clear()
@@ -626,11 +771,21 @@ class _IdMaker:
         return [prefix + uuid.uuid4().hex[:16] for _ in range(n)]
 
 
-def write_serving_log(lake: Lake, frame: pd.DataFrame) -> str:
-    """Append served predictions to ``serving/date=<day>/part-<time>-<uid>.parquet``; returns the URI."""
-    day = str(frame["served_at"].iloc[0])[:10]
+def write_serving_log(lake: Lake, table: Any) -> str:
+    """Append served predictions (a pyarrow Table or a DataFrame) to
+    ``serving/date=<day>/part-<time>-<uid>.parquet``; returns the URI."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    day = str(table.column("served_at")[0])[:10]
     name = f"part-{dt.datetime.now(dt.UTC).strftime('%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-    return lk.write_parquet(lk.join(lake.partition(SERVING_ZONE, day), name), frame)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return lk.write_bytes(lk.join(lake.partition(SERVING_ZONE, day), name), buf.getvalue())
 
 
 def read_serving_log(lake: Lake, days: list[str] | None = None) -> pd.DataFrame:
@@ -663,32 +818,9 @@ def create_app(cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: b
     app = FastAPI(title=f"Airloop: {cfg.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
 
-    def error(status: int, message: str) -> Response:
-        code = {413: "RESOURCE_LIMIT_EXCEEDED", 415: "BAD_REQUEST", 503: "SERVICE_UNAVAILABLE"}.get(
-            status, "BAD_REQUEST"
-        )
-        return Response(json.dumps({"error_code": code, "message": message}), status, media_type="application/json")
-
     @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        started = time.perf_counter()
-        ctype = request.headers.get("content-type", "application/json")
-        if not ctype.startswith("application/json"):
-            server.metrics.observe(415, time.perf_counter() - started)
-            return error(415, f"header 'Content-Type': expected application/json, found {ctype!r}")
-        try:
-            result = await server.invoke(await request.body())
-        except PayloadError as err:
-            server.metrics.observe(err.status, time.perf_counter() - started)
-            return error(err.status, str(err))
-        except Exception as err:  # the model itself failed on valid-looking input
-            log.exception("prediction failed")
-            server.metrics.observe(500, time.perf_counter() - started)
-            return Response(
-                json.dumps({"error_code": "INTERNAL_ERROR", "message": str(err)}), 500, media_type="application/json"
-            )
-        server.metrics.observe(200, time.perf_counter() - started)
-        return Response(json.dumps(result), media_type="application/json")
+    async def invocations() -> Response:  # documented here; requests are answered by _Invocations below
+        raise AssertionError("POST /invocations is served by the ASGI fast path")
 
     @app.get("/health")
     async def health() -> Response:
@@ -700,7 +832,7 @@ def create_app(cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: b
             "model_version": cur.version if cur else None,
             "model_run_id": cur.run_id if cur else None,
             "shadow_version": server.shadow.version if server.shadow else None,
-            "log_queue_rows": len(server.log_buffer),
+            "log_queue_rows": server.buffered_rows,
         }
         return JSONResponse(doc, status_code=200 if cur else 503)
 
@@ -717,7 +849,51 @@ def create_app(cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: b
     async def metrics() -> Response:
         return PlainTextResponse(server.metrics.render(server), media_type="text/plain; version=0.0.4")
 
-    return app
+    return _Invocations(app, server)
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_ERROR_CODES = {413: "RESOURCE_LIMIT_EXCEEDED", 503: "SERVICE_UNAVAILABLE", 500: "INTERNAL_ERROR"}
+
+
+class _Invocations:
+    """ASGI front of the FastAPI app: ``POST /invocations`` is answered here directly (no routing,
+    dependency solving or response classes on the hot path); everything else, lifespan included, goes to
+    FastAPI. ``state`` and ``server`` are the app's state and its :class:`ModelServer`."""
+
+    def __init__(self, app: Any, server: ModelServer):
+        self.app, self.server, self.state = app, server, app.state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/invocations" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        server = self.server
+        status, doc = 200, None
+        ctype = next((v for k, v in scope["headers"] if k == b"content-type"), b"application/json")
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if not ctype.startswith(b"application/json"):
+            status, message_text = 415, f"header 'Content-Type': expected application/json, found {ctype.decode()!r}"
+        else:
+            try:
+                doc = await server.invoke(body)
+            except PayloadError as err:
+                status, message_text = err.status, str(err)
+            except Exception as err:  # the model itself failed on valid-looking input
+                log.exception("prediction failed")
+                status, message_text = 500, str(err)
+        if status != 200:
+            doc = {"error_code": _ERROR_CODES.get(status, "BAD_REQUEST"), "message": message_text}
+        payload = json.dumps(doc).encode()
+        server.metrics.observe(status, time.perf_counter() - started)
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
 
 def app_from_env():

@@ -1,0 +1,71 @@
+"""airloop.score: batch scoring with the pinned champion version, after the signature and suite checks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from servekit import churn_cfg, ingest_validated, simulate_small, train_version
+
+from airloop import lake as lk
+
+
+@pytest.fixture(scope="module")
+def scored(mlflow_store, tmp_path_factory):
+    data = tmp_path_factory.mktemp("score_data")
+    written = simulate_small(data, days=1)
+    cfg = churn_cfg("scr", data)
+    for day in (written["history_day"], written["days"][0]):
+        ingest_validated(cfg, day)
+    v1 = train_version(cfg, written["history_day"])
+    return {"cfg": cfg, "v1": v1, "day": written["days"][0]}
+
+
+def test_score_batch_writes_traceable_predictions(scored):
+    from airloop.lake import Lake
+    from airloop.score import score_batch
+
+    cfg, day = scored["cfg"], scored["day"]
+    out = score_batch(cfg, day, run_info={"dag_id": "airloop_scr_score", "run_id": "manual__1"})
+    assert out["rows"] == 200 and out["model_version"] == scored["v1"]["version"]
+    assert out["checks"]["suite"] and "checked against its signature" in out["summary"]
+    preds = lk.read_parquet(out["uri"])
+    batch = Lake(cfg.name).read_zone("validated", [day])
+    assert preds["prediction_id"].tolist() == [f"scr:{day}:{c}" for c in batch["customer_id"]]
+    assert set(preds["model_version"]) == {scored["v1"]["version"]}
+    assert set(preds["model_run_id"]) == {scored["v1"]["run_id"]} and set(preds["_batch_id"]) == {day}
+    assert set(preds["airflow_run_id"]) == {"manual__1"}
+    assert preds["probability"].between(0.5, 1).all() and preds["score"].between(0, 1).all()
+    assert pd.to_datetime(preds["scored_at"]).notna().all()
+
+
+def test_a_batch_missing_a_signature_column_is_refused_unscored(scored):
+    from airloop.lake import Lake
+    from airloop.score import ScoringInputRefused, score_batch
+
+    cfg, lake = scored["cfg"], Lake(scored["cfg"].name)
+    frame = lake.read_zone("validated", [scored["day"]]).drop(columns=["contract"])
+    lk.write_parquet(lake.part("validated", "2030-01-01"), frame)
+    with pytest.raises(ScoringInputRefused, match=r"columns \['contract'\] required by the signature"):
+        score_batch(cfg, "2030-01-01")
+    assert not lk.exists(lake.part("predictions", "2030-01-01"))
+
+
+def test_a_batch_failing_the_suite_is_refused_unscored(scored):
+    from airloop.lake import Lake
+    from airloop.score import ScoringInputRefused, score_batch
+
+    cfg, lake = scored["cfg"], Lake(scored["cfg"].name)
+    frame = lake.read_zone("validated", [scored["day"]])
+    frame.loc[frame.index[:3], "customer_id"] = None
+    lk.write_parquet(lake.part("validated", "2030-01-02"), frame)
+    with pytest.raises(ScoringInputRefused, match="customer_id"):
+        score_batch(cfg, "2030-01-02")
+    assert not lk.exists(lake.part("predictions", "2030-01-02"))
+
+
+def test_no_champion_is_nothing_to_do(mlflow_store, tmp_path):
+    from airloop.score import NoChampion, score_batch
+
+    cfg = churn_cfg("scr_none", tmp_path)
+    with pytest.raises(NoChampion, match="no model version has the alias 'champion'"):
+        score_batch(cfg, "2026-01-01")

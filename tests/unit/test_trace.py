@@ -1,0 +1,93 @@
+"""airloop.trace: from a served (and a batch-scored) prediction back to the model, its run, its data batches
+with their fingerprints and validation reports, the git sha, the DAG runs and the promotion record."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+
+ROW = {
+    "tenure_months": 3,
+    "monthly_charges": 95.5,
+    "total_charges": 280.0,
+    "support_calls": 5,
+    "senior": 0,
+    "contract": "month-to-month",
+    "payment_method": "electronic_check",
+    "internet_service": "fiber",
+    "region": "north",
+}
+
+
+@pytest.fixture(scope="module")
+def chain(mlflow_store, tmp_path_factory):
+    data = tmp_path_factory.mktemp("trace_data")
+    written = simulate_small(data, days=1)
+    cfg = churn_cfg("trc", data)
+    history = written["history_day"]
+    ingest_validated(cfg, history, run_info={"dag_id": "airloop_trc_ingest", "run_id": f"manual__{history}"})
+    v1 = train_version(cfg, history, actor="ana@example.com")
+    return {"cfg": cfg, "v1": v1, "history": history, "data": data, "written": written}
+
+
+def check_chain(doc, ctx):
+    from airloop import tracking
+
+    cfg, history = ctx["cfg"], ctx["history"]
+    assert (doc["model"]["name"], doc["model"]["version"]) == ("airloop-trc", ctx["v1"]["version"])
+    assert doc["training_run"]["run_id"] == ctx["v1"]["run_id"]
+    assert doc["training_run"]["candidate"] == "logistic_regression"
+    assert doc["promotion"]["promoted_by"] == "ana@example.com" and doc["promotion"]["reason"] == "test"
+    assert doc["code"]["git_sha"] == tracking.code_version()["git_sha"]
+    batch = next(b for b in doc["training_batches"] if b["batch_id"] == history)
+    source = Path(ctx["data"]) / "landing" / f"churn_{history}.csv"
+    assert batch["sources"][0]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert batch["validation"]["verdict"] in ("passed", "passed_with_warnings")
+    assert batch["validation"]["suite"] == cfg.name
+    assert batch["manifest_uri"].endswith(f"manifests/{history}.json")
+    roles = {r["role"]: r for r in doc["dag_runs"]}
+    assert roles["train"]["dag_id"] == "airloop_trc_train"
+    assert roles[f"ingest {history}"]["run_id"] == f"manual__{history}"
+
+
+def test_trace_a_served_prediction_back_to_its_data(chain):
+    from airloop import trace
+    from airloop.serve import create_app
+
+    with RunningServer(create_app(chain["cfg"])) as url:
+        pid = httpx.post(f"{url}/invocations", json={"instances": [ROW]}).json()["prediction_ids"][0]
+    doc = trace.trace(pid, chain["cfg"])
+    assert doc["prediction"]["prediction_id"] == pid and doc["scored_batch"] is None
+    assert doc["prediction"]["model_run_id"] == chain["v1"]["run_id"]
+    check_chain(doc, chain)
+    text = trace.render(doc)
+    assert pid in text and "ana@example.com" in text and chain["history"] in text
+
+
+def test_trace_a_batch_scored_prediction_names_the_scoring_run_and_its_batch(chain):
+    from airloop import trace
+    from airloop.score import score_batch
+
+    day = chain["written"]["days"][0]
+    ingest_validated(chain["cfg"], day, run_info={"dag_id": "airloop_trc_validate", "run_id": f"manual__{day}"})
+    score_batch(chain["cfg"], day, run_info={"dag_id": "airloop_trc_score", "run_id": "scheduled__x"})
+    doc = trace.trace(f"trc:{day}:C0000600", chain["cfg"])
+    assert doc["prediction"]["customer_id"] == "C0000600"
+    assert doc["scored_batch"]["batch_id"] == day and doc["scored_batch"]["sources"]
+    assert {"role": "score", "dag_id": "airloop_trc_score", "run_id": "scheduled__x"} in doc["dag_runs"]
+    check_chain(doc, chain)
+
+
+def test_bad_and_unknown_prediction_ids(chain):
+    from airloop import trace
+
+    with pytest.raises(trace.TraceError, match="expected PIPELINE:BATCH:ID"):
+        trace.trace("no-colons", chain["cfg"])
+    with pytest.raises(trace.TraceError, match="should be a batch date"):
+        trace.trace("trc:yesterday:1", chain["cfg"])
+    with pytest.raises(trace.PredictionNotFound, match="not in the predictions of batch 2031-01-01"):
+        trace.trace("trc:2031-01-01:C1", chain["cfg"])
