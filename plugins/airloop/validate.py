@@ -43,6 +43,7 @@ CRITICAL = "critical"
 WARNING = "warning"
 SEVERITIES = (CRITICAL, WARNING)
 _DETAILS_MAX_CHARS = 160
+_BATCH_SIZE_EXPECTATIONS = ("expect_table_row_count_", "expect_column_values_to_be_unique")
 
 
 class SuiteError(BadInput):
@@ -391,13 +392,18 @@ def validate_frame(
 
 
 def check_scoring_frame(cfg: PipelineConfig, frame: pd.DataFrame) -> ValidationOutcome:
-    """Validate a frame about to be scored with the pipeline's suite, minus the target's expectations.
+    """Validate a frame about to be scored with the pipeline's suite, minus the target's expectations and the
+    batch-size ones (a scoring request may be one row).
 
     Catches training/serving skew (a missing feature, an unseen category) before predictions are made.
     """
     suite = load_suite(cfg, list(map(str, frame.columns)))
-    suite = {**suite, "expectations": [e for e in suite["expectations"] if cfg.target not in _columns_of(e)]}
-    return validate_frame(frame, suite)
+    kept = [
+        e
+        for e in suite["expectations"]
+        if cfg.target not in _columns_of(e) and not e.get("type", "").startswith(_BATCH_SIZE_EXPECTATIONS)
+    ]
+    return validate_frame(frame, {**suite, "expectations": kept})
 
 
 # --- the stage ---------------------------------------------------------------------------------------------

@@ -427,3 +427,18 @@ def test_each_validation_is_recorded_in_mlflow_with_its_warnings(lake, no_suites
     assert run.data.metrics["warnings"] == 1 and run.data.metrics["rows"] == 8
     assert run.data.metrics["critical_failures"] == 0
     assert run.info.run_name == f"validate {BATCH}" and run.info.status == "FINISHED"
+
+
+def test_scoring_check_with_a_suggested_suite_accepts_one_row_but_catches_an_unseen_category(monkeypatch):
+    from airloop.settings import REPO_ROOT as repo
+
+    monkeypatch.setenv("AIRLOOP_SUITES_DIR", str(repo / "tests" / "data"))  # tests/data/suite.json, "suite"
+    cfg = make_cfg("suite")
+    row = pd.read_csv(repo / "tests" / "data" / "good.csv").drop(columns=["churned"]).head(1)
+
+    assert check_scoring_frame(cfg, row).success  # the batch's row-count bounds do not apply to a request
+
+    outcome = check_scoring_frame(cfg, row.assign(region="central"))
+    assert [(f["expectation"], f["column"]) for f in outcome.critical] == [
+        ("expect_column_values_to_be_in_set", "region")
+    ]
