@@ -131,6 +131,8 @@ def monitor_batch(
         "summary": report.summary(),
     }
     lk.write_json(lk.join(lake.partition("monitoring", batch_id), "verdict.json"), verdict)
+    # The staleness record of every champion so far (days monitored, live-metric trend, time to stale).
+    lk.write_json(lk.join(lake.zone("monitoring"), "staleness.json"), champion_history(cfg, lake))
     return verdict
 
 
@@ -186,3 +188,65 @@ def post_webhook(url: str, doc: dict, *, timeout_s: float = 10.0, headers: dict 
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - an operator's URL
         return response.status
+
+
+def champion_history(cfg: PipelineConfig, lake: Lake) -> list[dict]:
+    """Staleness per model version that served as champion, from the daily verdicts, oldest first.
+
+    Each entry: {"model_version", "first_batch", "last_batch", "days_monitored", "live_metric" (name),
+    "live" ([[batch, value], ...]), "trend_per_day" (least-squares slope, None under 2 points), "trend"
+    ("improving", "degrading", "flat" or None), "stale_on" (first batch with confirmed drift or a live metric
+    below evaluation.min_value; None while fresh), "stale_reason", "days_to_stale"}.
+    """
+    import numpy as np
+
+    from airloop.train import greater_is_better
+
+    metric = f"live_{cfg.primary_metric}"
+    higher = greater_is_better(cfg.primary_metric)
+    floor = cfg.evaluation.min_value
+    by_version: dict[str, dict] = {}
+    for batch in lake.batches("monitoring"):
+        uri = lk.join(lake.partition("monitoring", batch), "verdict.json")
+        if not lk.exists(uri):
+            continue
+        v = lk.read_json(uri)
+        entry = by_version.setdefault(
+            str(v.get("model_version")),
+            {"model_version": str(v.get("model_version")), "first_batch": batch, "live": [], "stale_on": None},
+        )
+        entry["last_batch"] = batch
+        value = (v.get("live") or {}).get(metric)
+        if value is not None:
+            entry["live"].append([batch, round(float(value), 5)])
+        if entry["stale_on"] is None:
+            below = value is not None and floor is not None and (value < floor if higher else value > floor)
+            if v.get("confirmed") or below:
+                entry["stale_on"] = batch
+                entry["stale_reason"] = (
+                    f"drift confirmed on {', '.join((v.get('drifted_features') or [])[:4]) or 'the prediction'}"
+                    if v.get("confirmed")
+                    else f"{metric} {value:.4f} {'below' if higher else 'above'} evaluation.min_value {floor}"
+                )
+    out = []
+    for entry in by_version.values():
+        first = dt.date.fromisoformat(entry["first_batch"])
+        entry["days_monitored"] = (dt.date.fromisoformat(entry["last_batch"]) - first).days + 1
+        entry["live_metric"] = metric
+        slope = None
+        if len(entry["live"]) >= 2:
+            days = [(dt.date.fromisoformat(b) - first).days for b, _ in entry["live"]]
+            if len(set(days)) >= 2:
+                slope = float(np.polyfit(days, [x for _, x in entry["live"]], 1)[0])
+        entry["trend_per_day"] = None if slope is None else round(slope, 5)
+        if slope is None:
+            entry["trend"] = None
+        elif abs(slope) < 0.001:
+            entry["trend"] = "flat"
+        else:
+            entry["trend"] = "improving" if (slope > 0) == higher else "degrading"
+        stale = entry["stale_on"]
+        entry["days_to_stale"] = None if stale is None else (dt.date.fromisoformat(stale) - first).days
+        entry.setdefault("stale_reason", None)
+        out.append(entry)
+    return sorted(out, key=lambda e: e["first_batch"])

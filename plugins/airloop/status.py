@@ -10,6 +10,7 @@ from airloop.config import PipelineConfig
 from airloop.lake import Lake
 
 SCHEMA_VERSION = 1
+STALENESS_KEYS = ("days_monitored", "live_metric", "live", "trend", "trend_per_day", "stale_on", "days_to_stale")
 STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
 
 
@@ -69,11 +70,16 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
 
     lake = Lake(cfg.name)
     verdict = monitor.last_verdict(lake)
+    champion = _version_info(cfg, "champion")
+    history = monitor.champion_history(cfg, lake)
+    if champion is not None:
+        mine = next((h for h in history if h["model_version"] == champion["version"]), None)
+        champion["staleness"] = None if mine is None else {k: mine[k] for k in STALENESS_KEYS}
     return {
         "registered_model": cfg.registered_model_name,
         "experiment": cfg.experiment_name,
         "source_file": cfg.source_file,
-        "champion": _version_info(cfg, "champion"),
+        "champion": champion,
         "challenger": _version_info(cfg, "challenger"),
         "dag_runs": _dag_runs(cfg),
         "drift": None
@@ -83,6 +89,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
             for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri", "model_version")
         },
         "retrains": retrain.retrain_log(lake),
+        "staleness": history,
         "lake_uri": lake.root,
     }
 
@@ -114,6 +121,19 @@ def render(doc: dict) -> str:
                 f"  champion  v{champ['version']} ({champ['candidate']}), promoted {champ['promoted_at']}"
                 f" by {champ['promoted_by']}; {metrics}"
             )
+            st = champ.get("staleness")
+            if st:
+                last = f"{st['live'][-1][1]:.4f} on {st['live'][-1][0]}" if st["live"] else "no labels yet"
+                lines.append(
+                    f"  staleness {st['days_monitored']} day(s) monitored; {st['live_metric']} {last}, trend "
+                    f"{st['trend'] or 'n/a'}"
+                    + (f" ({st['trend_per_day']:+.4f}/day)" if st["trend_per_day"] is not None else "")
+                    + (
+                        f"; stale on {st['stale_on']} after {st['days_to_stale']} day(s)"
+                        if st["stale_on"]
+                        else "; fresh"
+                    )
+                )
         else:
             lines.append("  champion  none yet")
         for stage, run in p["dag_runs"].items():
@@ -126,5 +146,12 @@ def render(doc: dict) -> str:
         else:
             lines.append("  drift     not monitored yet")
         lines.append(f"  retrains  {len(p['retrains'])}")
+        for h in p.get("staleness") or []:
+            if champ and h["model_version"] == champ["version"]:
+                continue
+            lines.append(
+                f"  earlier   v{h['model_version']}: served {h['first_batch']}..{h['last_batch']}, "
+                + (f"stale after {h['days_to_stale']} day(s) ({h['stale_reason']})" if h["stale_on"] else "never stale")
+            )
         lines.append("")
     return "\n".join(lines)

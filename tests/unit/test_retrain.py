@@ -76,3 +76,63 @@ def test_no_labels_at_all_is_a_clear_error(tmp_path, pipeline_cfg):
     lk.write_parquet(lake.part("validated", "2026-01-01"), pd.DataFrame({"customer_id": ["a"], "x": [1]}))
     with pytest.raises(DatasetError, match="target column 'churned'"):
         training_frame(pipeline_cfg(), lake, ["2026-01-01"], [])
+
+
+# --- each guard through the retrain plan (the function the retrain DAG calls), with real MLflow gate tags ---
+
+
+def _planned_lake(tmp_path, days):
+    lake = Lake("t", root=tmp_path.as_uri())
+    for day in days:
+        lk.write_parquet(lake.part("validated", day), pd.DataFrame({"customer_id": [day], "x": [1]}))
+    return lake
+
+
+def _gate_run(verdict: str) -> str:
+    """A finished MLflow run whose gate verdict is ``verdict`` ("blessed" or "rejected")."""
+    import mlflow
+
+    from airloop import tracking
+
+    tracking.configure_mlflow()
+    with mlflow.start_run() as run:
+        mlflow.set_tag("airloop.gate.verdict", verdict)
+    return run.info.run_id
+
+
+@pytest.mark.parametrize(
+    ("earlier", "verdicts", "day", "guard", "overrides"),
+    [
+        (["2026-01-10"], ["blessed"], "2026-01-12", "cooldown", {}),
+        (["2026-01-01", "2026-01-10"], ["blessed", "blessed"], "2026-01-20", "max_retrains", {}),
+        (["2026-01-01", "2026-01-05"], ["rejected", "rejected"], "2026-01-09", "failed_in_row", {"max_retrains": 10}),
+    ],
+)
+def test_plan_retrain_refuses_by_each_guard_and_force_overrides(
+    mlflow_store, tmp_path, pipeline_cfg, earlier, verdicts, day, guard, overrides
+):
+    from airloop.retrain import RetrainRefused, plan_retrain
+
+    cfg = guards(pipeline_cfg, **overrides)  # cooldown 3 days, 2 retrains per 30 days, stop after 2 failures in a row
+    lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-09", "2026-01-10", "2026-01-12", day])
+    for batch, verdict in zip(earlier, verdicts, strict=True):
+        record_retrain(lake, {"batch_id": batch, "train_run_id": _gate_run(verdict)})
+    with pytest.raises(RetrainRefused, match=f"refused by guard {guard}"):
+        plan_retrain(cfg, lake, day)
+    assert [e["batch_id"] for e in retrain_log(lake)] == earlier  # a refused retrain is not recorded
+    plan = plan_retrain(cfg, lake, day, force=True)
+    assert plan["reason"] == "forced" and plan["batch_id"] == day
+    entry = retrain_log(lake)[-1]
+    assert entry["batch_id"] == day and entry["forced"] and entry["guards"]["guard"] == guard
+
+
+def test_plan_retrain_allows_and_records_when_the_guards_pass(mlflow_store, tmp_path, pipeline_cfg):
+    from airloop.retrain import plan_retrain
+
+    cfg = guards(pipeline_cfg, window_days=2)
+    lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-06"])
+    record_retrain(lake, {"batch_id": "2026-01-01", "train_run_id": _gate_run("rejected")})
+    plan = plan_retrain(cfg, lake, "2026-01-06")
+    assert plan["recent"] == ["2026-01-05", "2026-01-06"] and plan["older"] == ["2026-01-01"]
+    assert plan["reason"] == "all guards passed"
+    assert retrain_log(lake)[-1]["guards"] == {"allowed": True, "guard": None, "reason": "all guards passed"}

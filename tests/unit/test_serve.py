@@ -48,8 +48,7 @@ def served(mlflow_store, tmp_path_factory):
     cfg = churn_cfg("srv", data, serving={"poll_interval_s": 0.2, "log_flush_s": 0.2, "max_request_rows": 50})
     ingest_validated(cfg, written["history_day"])
     v1 = train_version(cfg, written["history_day"])
-    ingest_validated(cfg, written["days"][0])
-    v2 = train_version(cfg, written["days"][0], promote=False)
+    v2 = train_version(cfg, written["history_day"], promote=False, seed=11)  # another run, another version
     return {"cfg": cfg, "v1": v1, "v2": v2, "written": written}
 
 
@@ -160,6 +159,7 @@ def test_health_metrics_and_the_request_log_in_the_lake(served):
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["model_version"] == served["v1"]["version"]
         assert health["model_run_id"] == served["v1"]["run_id"]
+        assert health["scoring_path"] == "compiled"  # checked against the sklearn pipeline at load time
         for _ in range(3):
             body = {"dataframe_records": [{**r, "customer_id": f"C{i}"} for i, r in enumerate(ROWS)]}
             ids += client.post("/invocations", json=body).json()["prediction_ids"]
@@ -241,3 +241,39 @@ def test_alias_change_while_serving_drops_no_request(served):
         switch = versions.index(v2)
         assert set(versions[switch:]) == {v2}, "a client saw the old version after the new one"
     assert 'airloop_model_swaps_total{pipeline="srv"} 1' in metrics
+
+
+def test_compiled_path_matches_the_pipeline_and_refuses_what_it_cannot_reproduce():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from airloop.config import CandidateConfig
+    from airloop.serve import Column, compile_pipeline
+    from airloop.train import build_pipeline
+
+    rng = np.random.default_rng(1)
+    n = 300
+    X = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "k": rng.integers(0, 5, size=n),
+            "c": rng.choice(["a", "b", "c"], size=n),
+        }
+    )
+    X.loc[::7, "x"] = np.nan
+    X.loc[::11, "c"] = None
+    y = (X["x"].fillna(0) + (X["c"] == "a") > 0.3).astype(int)
+    columns = [Column("x", "number", False), Column("k", "number"), Column("c", "string", False)]
+    for estimator in ("sklearn.linear_model.LogisticRegression", "sklearn.ensemble.HistGradientBoostingClassifier"):
+        model = build_pipeline(
+            CandidateConfig(name="m", estimator=estimator), ["x", "k"], ["c"], 0, task="classification"
+        )
+        model.fit(X, y)
+        compiled = compile_pipeline(model, columns, "classification")
+        assert compiled is not None, estimator
+        rows = {"x": [0.1, None, 3.0], "k": [1, 2, 9], "c": ["b", None, "never-seen"]}
+        frame = pd.DataFrame(
+            {"x": [0.1, np.nan, 3.0], "k": [1.0, 2.0, 9.0], "c": pd.array(["b", None, "never-seen"], dtype=object)}
+        )
+        assert np.allclose(compiled.predict_proba(rows), model.predict_proba(frame), atol=1e-12)
+    plain = HistGradientBoostingClassifier().fit(X[["x", "k"]], y)  # not an Airloop pipeline: not compiled
+    assert compile_pipeline(plain, columns[:2], "classification") is None
