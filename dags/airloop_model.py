@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info, trigger_extra
+from airloop.dagkit import (
+    approval_decision,
+    approval_task,
+    asset,
+    batch_ids,
+    batch_param,
+    call,
+    dag_args,
+    pipelines,
+    run_info,
+    trigger_extra,
+)
 
 configs, _ = pipelines()
 
@@ -126,11 +137,14 @@ def model_dags(cfg) -> None:
 
         publish_challenger(evaluate())
 
+    approval = cfg.promotion.approval == "required"
+
     @dag(
         **dag_args(
             cfg,
             "promote",
-            "Moves alias `champion` to the blessed challenger (stages mirrored) and records who, when and why.",
+            "Moves alias `champion` to the blessed challenger (stages mirrored) and records who, when and why"
+            + (" after a person approves it (Required Actions)." if approval else "."),
             schedule=[challenger],
             params={"version": Param("", type="string"), "reason": Param("", type="string")},
         )
@@ -141,15 +155,63 @@ def model_dags(cfg) -> None:
             from airloop import registry
 
             version = str(trigger_extra(context, challenger, "version"))
-            reason = context["params"]["reason"] or "blessed by the evaluation gate"
-            return call(registry.promote, cfg, version, reason=reason, actor="airloop-gate")
+            decision = approval_decision(context, "approve") if approval else None
+            actor = decision["approved_by"] if decision else "airloop-gate"
+            reason = context["params"]["reason"] or ("approved in Airflow" if decision else "blessed by the gate")
+            return call(registry.promote, cfg, version, reason=reason, actor=actor, approval=decision)
 
-        promote()
+        if not approval:
+            promote()
+            return
+
+        @task
+        def evidence(**context) -> dict:
+            from airloop import registry
+
+            return call(registry.promotion_evidence, cfg, str(trigger_extra(context, challenger, "version")))
+
+        @task(trigger_rule="all_done")
+        def record_rejection(**context) -> dict | None:
+            from airloop import registry
+
+            decision = approval_decision(context, "approve")
+            if decision is None or decision["decision"] == "Approve":
+                return None
+            version = str(trigger_extra(context, challenger, "version"))
+            return call(registry.record_rejection, cfg, version, decision)
+
+        gate = approval_task(cfg, "evidence")
+        evidence() >> gate >> promote() >> record_rejection()
+
+    @dag(
+        **dag_args(
+            cfg,
+            "rollback",
+            "Restores an earlier champion: `to_version`, else the previous champion in the promotion log. "
+            "`reason` is required and recorded. Same as `airloop rollback NAME [--to VERSION] --reason ...`.",
+            schedule=None,
+            params={
+                "to_version": Param("", type="string", description="empty: the previous champion"),
+                "reason": Param("", type="string", description="why (required, recorded)"),
+            },
+        )
+    )
+    def rollback_dag():
+        @task
+        def rollback(**context) -> dict:
+            from airloop import registry
+
+            user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
+            p = context["params"]
+            return call(registry.rollback, cfg, p["to_version"] or None, reason=p["reason"], actor=user)
+
+        rollback()
 
     train_dag()
     retrain_dag()
     evaluate_dag()
     promote_dag()
+    rollback_dag()
 
 
 for cfg in configs:

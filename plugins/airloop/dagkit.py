@@ -184,11 +184,26 @@ def connection_dict(conn_id: str | None) -> dict | None:
 
 def approval_task(cfg: PipelineConfig, evidence_task_id: str):
     """Airflow's HITL ``ApprovalOperator`` (task id ``approve``): shows the approver the subject and Markdown
-    body returned by ``evidence_task_id``; no answer within ``promotion.approval_timeout_hours`` rejects."""
+    body returned by ``evidence_task_id``; no answer within ``promotion.approval_timeout_hours`` rejects.
+    The decision and who made it go to XCom ``airloop_decision`` (also on Reject, which returns nothing)."""
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+    class RecordedApproval(ApprovalOperator):
+        def execute_complete(self, context, event):
+            if "error" not in event and event.get("chosen_options"):
+                user = event.get("responded_by_user") or {}
+                at = event.get("responded_at")
+                decision = {
+                    "decision": event["chosen_options"][0],
+                    "approved_by": user.get("name") or user.get("id") or "nobody (timed out: default)",
+                    "approved_by_id": user.get("id"),
+                    "responded_at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+                }
+                context["ti"].xcom_push(key="airloop_decision", value=decision)
+            return super().execute_complete(context, event)
+
     pull = f"ti.xcom_pull(task_ids='{evidence_task_id}')"
-    return ApprovalOperator(
+    return RecordedApproval(
         task_id="approve",
         subject="{{ " + pull + "['subject'] }}",
         body="{{ " + pull + "['body'] }}",
@@ -198,20 +213,12 @@ def approval_task(cfg: PipelineConfig, evidence_task_id: str):
 
 
 def approval_decision(context: dict, task_id: str) -> dict | None:
-    """The response recorded by an ApprovalOperator: {"decision", "approved_by", "approved_by_id",
-    "responded_at", "dag_run"}; None when it gave none (skipped, failed, timed out without a default)."""
-    response = context["ti"].xcom_pull(task_ids=task_id)
-    if not response or not response.get("chosen_options"):
+    """The decision recorded by :func:`approval_task`: {"decision", "approved_by", "approved_by_id",
+    "responded_at", "dag_run"}; None when there was none (the task failed or never ran)."""
+    decision = context["ti"].xcom_pull(task_ids=task_id, key="airloop_decision")
+    if not decision:
         return None
-    user = response.get("responded_by_user") or {}
-    at = response.get("responded_at")
-    return {
-        "decision": response["chosen_options"][0],
-        "approved_by": user.get("name") or user.get("id") or "unknown",
-        "approved_by_id": user.get("id"),
-        "responded_at": at.isoformat() if hasattr(at, "isoformat") else str(at),
-        "dag_run": context["ti"].run_id,
-    }
+    return {**decision, "dag_run": context["ti"].run_id}
 
 
 def drift_alert_notifier(cfg: PipelineConfig):

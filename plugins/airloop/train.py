@@ -77,12 +77,13 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "f1": "max",
     "accuracy": "max",
     "log_loss": "min",
+    "brier": "min",
     "rmse": "min",
     "mae": "min",
     "r2": "max",
 }
 TASK_METRICS = {
-    "classification": ("roc_auc", "pr_auc", "f1", "log_loss", "accuracy"),
+    "classification": ("roc_auc", "pr_auc", "f1", "log_loss", "brier", "accuracy"),
     "regression": ("rmse", "mae", "r2"),
 }
 
@@ -122,7 +123,8 @@ def compute_metrics(
     """Test metrics of one set of predictions (``only``: just these, e.g. inside a bootstrap loop).
 
     Classification: roc_auc (binary; macro one-vs-rest for multiclass), pr_auc (binary), f1 (binary on the
-    second class; macro for multiclass), log_loss, accuracy. ``y_proba`` columns follow ``classes``
+    second class; macro for multiclass), log_loss, brier (binary: mean squared error of the positive-class
+    probability, the calibration metric), accuracy. ``y_proba`` columns follow ``classes``
     (the model's ``classes_``; default: the sorted labels of ``y_true``); a 1-D ``y_proba`` is the
     probability of the second class of a binary problem. Regression: rmse, mae, r2.
     A metric that is undefined on this data (one class only in ``y_true``) is left out.
@@ -154,6 +156,8 @@ def compute_metrics(
         proba = np.column_stack([1.0 - proba, proba])
     if "log_loss" in wanted:
         out["log_loss"] = float(log_loss(y_true, proba, labels=classes))
+    if "brier" in wanted and binary:
+        out["brier"] = float(np.mean((proba[:, 1] - (y_true == classes[1])) ** 2))
     if len(np.unique(y_true)) < 2:
         return out
     try:
@@ -181,6 +185,7 @@ def _scorer(task: str, metric: str, classes: np.ndarray) -> Any:
         return make_scorer(f1_score, pos_label=classes[1]) if binary else "f1_macro"
     return {
         "log_loss": "neg_log_loss",
+        "brier": "neg_brier_score",
         "accuracy": "accuracy",
         "rmse": "neg_root_mean_squared_error",
         "mae": "neg_mean_absolute_error",

@@ -205,3 +205,164 @@ def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
     passed, detail = infra_check("models:/m-x", pd.DataFrame(), [np.int64(0), np.int64(1), np.int64(0)])
     assert not passed and "differ from the in-process predictions" in detail
     assert infra_check("models:/m-x", pd.DataFrame(), [np.int64(0), np.int64(1), np.int64(1)])[0]
+
+
+# ------------------------------------------------------------------------- the CI gate, slices, evidence
+
+
+def test_vectorised_bootstrap_metrics_equal_sklearn_with_count_weights():
+    from sklearn.metrics import average_precision_score, f1_score, log_loss, r2_score, roc_auc_score
+
+    from airloop.evaluate import bootstrap_weights, weighted_metric
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300), 1)  # many ties
+    scored = {"y_pred": (p > 0.5).astype(int), "y_proba": np.column_stack([1 - p, p]), "classes": np.array([0, 1])}
+    W = bootstrap_weights(300, 25, seed=1)
+    assert W.shape == (25, 300) and (W.sum(axis=1) == 300).all()
+    checks = {
+        "roc_auc": lambda w: roc_auc_score(y, p, sample_weight=w),
+        "pr_auc": lambda w: average_precision_score(y, p, sample_weight=w),
+        "f1": lambda w: f1_score(y, scored["y_pred"], sample_weight=w),
+        "log_loss": lambda w: log_loss(y, scored["y_proba"], sample_weight=w),
+        "brier": lambda w: np.average((p - y) ** 2, weights=w),
+    }
+    for metric, reference in checks.items():
+        got = weighted_metric("classification", metric, y, scored, W)
+        assert got == pytest.approx([reference(w) for w in W], abs=1e-12), metric
+    yr = rng.normal(size=300)
+    reg = {"y_pred": yr + rng.normal(scale=0.5, size=300)}
+    got = weighted_metric("regression", "r2", yr, reg, W)
+    assert got == pytest.approx([r2_score(yr, reg["y_pred"], sample_weight=w) for w in W])
+
+
+def test_champion_check_decides_on_the_lower_confidence_bound_not_the_point_estimate():
+    from airloop.evaluate import champion_check
+
+    cfg = make_cfg("ci_rule")
+    lucky = {"improvement": 0.012, "ci": [-0.004, 0.025], "bounds": [-0.002, 0.022], "resamples": 200}
+    check = champion_check(cfg, "roc_auc", 0.812, 0.800, "3", lucky)
+    assert not check["passed"], "better on the point estimate only: must not replace the champion"
+    assert "better by 0.0120" in check["detail"] and "lower bound of the improvement -0.0020" in check["detail"]
+    assert "must be > 0 (credibly better" in check["detail"]
+    credible = {**lucky, "ci": [0.001, 0.025], "bounds": [0.003, 0.022]}
+    assert champion_check(cfg, "roc_auc", 0.812, 0.800, "3", credible)["passed"]
+    # a tolerance lets a credibly-not-much-worse challenger through (e.g. a simpler, cheaper model)
+    tolerant = make_cfg("ci_rule_tol", tolerance=0.01)
+    slightly_worse = {"improvement": -0.002, "ci": [-0.009, 0.004], "bounds": [-0.008, 0.003], "resamples": 200}
+    assert champion_check(tolerant, "roc_auc", 0.798, 0.800, "3", slightly_worse)["passed"]
+    assert not champion_check(cfg, "roc_auc", 0.798, 0.800, "3", slightly_worse)["passed"]
+
+
+def test_a_challenger_equal_to_the_champion_keeps_the_champion_unless_tolerated(trained, fast_infra):
+    from airloop.evaluate import evaluate_challenger
+
+    cfg = make_cfg("gate_tie")
+    champion_is(cfg, trained["good"])
+    verdict = evaluate_challenger(cfg, trained["good"])  # the same model: improvement exactly 0
+    assert verdict["improvement"] == 0 and verdict["ci"] == [0.0, 0.0] and verdict["lower_bound"] == 0
+    assert not verdict["blessed"] and any(r.startswith("FAIL champion") for r in verdict["reasons"])
+    tolerant = make_cfg("gate_tie_tol", tolerance=0.005)
+    champion_is(tolerant, trained["good"])
+    assert evaluate_challenger(tolerant, trained["good"])["blessed"]
+
+
+def test_slice_check_fails_on_one_regressed_slice_and_ignores_tiny_ones():
+    from airloop.evaluate import slice_check
+
+    cfg = make_cfg("slices", slice_tolerance=0.05)
+    cfg.segment_columns = ["region"]
+    base = {"column": "region", "judged": True}
+    slices = [
+        {**base, "value": "north", "rows": 200, "challenger": 0.80, "champion": 0.78, "improvement": 0.02},
+        {**base, "value": "south", "rows": 150, "challenger": 0.70, "champion": 0.79, "improvement": -0.09},
+        {**base, "value": "islands", "rows": 12, "challenger": 0.2, "champion": 0.9, "improvement": -0.7},
+    ]
+    slices[2]["judged"] = False
+    check = slice_check(cfg, "roc_auc", slices, has_champion=True)
+    assert not check["passed"]
+    assert "region=south (150 rows) 0.7000 vs 0.7900" in check["detail"] and "islands" not in check["detail"]
+    assert "1 slices under 30 rows" in check["detail"]
+    slices[1]["improvement"] = -0.04
+    assert slice_check(cfg, "roc_auc", slices, has_champion=True)["passed"]
+
+
+def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, store, fast_infra):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from airloop.evaluate import evaluate_challenger
+    from airloop.lake import Lake
+
+    cfg = parse_pipeline(
+        {
+            "name": "evidence",
+            "source": {"uri": "file:///nowhere/*.csv"},
+            "target": "y",
+            "task": "classification",
+            "id_column": "cid",
+            "segment_columns": ["color"],
+            "training": {"n_iter": 1, "cv_folds": 2, "candidates": [LR]},
+        }
+    )
+    # a labeled production day the models never trained on: features, predictions made, labels arrived
+    lake = Lake(cfg.name)
+    day = make_frame(n=300, seed=11).assign(cid=lambda f: [f"c{i}" for i in range(len(f))])
+    lk.write_parquet(lake.part("validated", "2026-02-01"), day.drop(columns="y").assign(_batch_id="2026-02-01"))
+    lk.write_parquet(lake.part("predictions", "2026-02-01"), day[["cid"]].assign(model_version="1"))
+    lk.write_parquet(lake.part("labels", "2026-02-01"), day[["cid", "y"]])
+
+    champion_is(cfg, trained["bad"])
+    verdict = evaluate_challenger(cfg, trained["good"])
+    assert verdict["blessed"], verdict["summary"]
+    colors = {s["value"]: s for s in verdict["slices"] if s["column"] == "color"}
+    assert {"red", "green", "blue", "(missing)"} == set(colors)
+    assert sum(s["rows"] for s in colors.values()) == 80  # every holdout row in exactly one slice
+    assert all(s["challenger"] is not None and s["champion"] is not None for s in colors.values())
+    assert any(r.startswith("PASS slices: ") for r in verdict["reasons"])
+    window = verdict["production_window"]
+    assert window["rows"] == 300 and window["batches"] == ["2026-02-01"]
+    assert window["challenger"] > window["champion"]
+    assert any(r.startswith("PASS production_window: roc_auc") for r in verdict["reasons"])
+
+    run_id = trained["good"]["run_id"]
+    names = {a.path for a in MlflowClient().list_artifacts(run_id, "plots")}
+    assert names == {
+        f"plots/{n}.png" for n in ("roc", "precision_recall", "calibration", "confusion_matrix", "feature_importance")
+    }
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    for heading in ("## Intended use", "## Data", "## Metrics", "## Slices", "## Gate verdict: BLESSED", "## Lineage"):
+        assert heading in card, heading
+    assert "| color | red |" in card and verdict["reasons"][0] in card and run_id in card
+    mv = MlflowClient().get_model_version(cfg.registered_model_name, verdict["version"])
+    assert mv.description.startswith(f"# Model card: airloop-evidence v{verdict['version']}")
+    assert mv.tags["airloop.model_card"] == verdict["model_card_uri"] == f"runs:/{run_id}/model_card.md"
+    assert mv.tags["airloop.gate.verdict_uri"] == verdict["verdict_uri"]
+    saved = mlflow.artifacts.load_dict(verdict["verdict_uri"])
+    assert saved["model_card_uri"] == verdict["model_card_uri"] and saved["slices"] == verdict["slices"]
+
+
+def test_worse_challenger_fails_the_production_window_too(trained, fast_infra):
+    from airloop.evaluate import evaluate_challenger
+    from airloop.lake import Lake
+
+    cfg = parse_pipeline(
+        {
+            "name": "window_worse",
+            "source": {"uri": "file:///nowhere/*.csv"},
+            "target": "y",
+            "task": "classification",
+            "id_column": "cid",
+            "training": {"n_iter": 1, "cv_folds": 2, "candidates": [LR]},
+        }
+    )
+    lake = Lake(cfg.name)
+    day = make_frame(n=300, seed=12).assign(cid=lambda f: [f"c{i}" for i in range(len(f))])
+    lk.write_parquet(lake.part("validated", "2026-02-02"), day.drop(columns="y").assign(_batch_id="2026-02-02"))
+    lk.write_parquet(lake.part("predictions", "2026-02-02"), day[["cid"]].assign(model_version="1"))
+    lk.write_parquet(lake.part("labels", "2026-02-02"), day[["cid", "y"]])
+    champion_is(cfg, trained["good"])
+    verdict = evaluate_challenger(cfg, trained["bad"])
+    failed = [r.split(":")[0] for r in verdict["reasons"] if r.startswith("FAIL")]
+    assert failed == ["FAIL champion", "FAIL production_window"], verdict["reasons"]

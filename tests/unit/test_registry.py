@@ -163,3 +163,183 @@ def test_load_model_returns_the_champion_and_its_version(models):
     assert proba.shape == (1, 2)
     pyfunc, _ = registry.load_model(cfg, flavor="pyfunc")
     assert len(pyfunc.predict(pd.DataFrame({"a": [0.5], "b": [-1.0]}))) == 1
+
+
+# ------------------------------------------------------------------------------ promotion log, rollback
+
+
+def test_promotions_are_logged_and_rollback_restores_the_previous_champion(models):
+    from airloop import registry
+
+    cfg = make_cfg("rollback")
+    v1, v2, v3 = (registry.register(cfg, *m) for m in models)
+    registry.promote(cfg, v1, reason="first", actor="gate")
+    registry.promote(cfg, v2, reason="beats v1", actor="gate")
+    registry.promote(cfg, v3, reason="beats v2", actor="gate")
+    back = registry.rollback(cfg, reason="v3 misbehaves in production", actor="bob")
+    assert back["event"] == "rollback" and back["version"] == v2 and back["previous"] == v3
+    assert aliases(cfg) == {"champion": v2} and stage(cfg, v2) == "Production" and stage(cfg, v3) == "Archived"
+    # rolling back again goes further back (to the champion v2 replaced), not back to v3
+    again = registry.rollback(cfg, reason="v2 too", actor="bob")
+    assert again["version"] == v1 and aliases(cfg) == {"champion": v1}
+    explicit = registry.rollback(cfg, v3, reason="false alarm", actor="carol")
+    assert explicit["version"] == v3 and explicit["previous"] == v1
+
+    log = registry.promotion_log(cfg)
+    assert [(r["event"], r["version"], r["previous"]) for r in log] == [
+        ("promotion", v1, None),
+        ("promotion", v2, v1),
+        ("promotion", v3, v2),
+        ("rollback", v2, v3),
+        ("rollback", v1, v2),
+        ("rollback", v3, v1),
+    ]
+    assert log[3]["reason"] == "v3 misbehaves in production" and log[3]["actor"] == "bob" and log[3]["at"]
+    assert all(r["model"] == cfg.registered_model_name and r["run_id"] for r in log)
+
+    with pytest.raises(BadInput, match="a reason is required"):
+        registry.rollback(cfg, reason=" ", actor="bob")
+    with pytest.raises(BadInput, match=f"v{v3} is already the champion"):
+        registry.rollback(cfg, v3, reason="noop", actor="bob")
+    with pytest.raises(BadInput, match="no version '9' to promote"):
+        registry.rollback(cfg, "9", reason="typo", actor="bob")
+
+
+def test_rollback_without_a_recorded_previous_champion_asks_for_a_version(models):
+    from airloop import registry
+
+    cfg = make_cfg("rollback_first")
+    with pytest.raises(NothingToDo, match="no champion to roll back from"):
+        registry.rollback(cfg, reason="x", actor="bob")
+    v1 = registry.register(cfg, *models[0])
+    registry.promote(cfg, v1, reason="first", actor="gate")
+    with pytest.raises(BadInput, match="no previous champion before v1.*--to VERSION"):
+        registry.rollback(cfg, reason="x", actor="bob")
+
+
+def test_cli_rollback_records_the_reason(models, capsys):
+    from airloop import cli, registry
+
+    cfg = make_cfg("cli_rb")
+    v1, v2 = (registry.register(cfg, *m) for m in models[:2])
+    registry.promote(cfg, v1, reason="first", actor="gate")
+    registry.promote(cfg, v2, reason="second", actor="gate")
+    folder = registry.settings.airloop_home() / "pipelines_cli_rb"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cli_rb.yaml").write_text(
+        'name: cli_rb\nsource: {uri: "file:///nowhere/*.csv"}\ntarget: y\ntask: classification\n'
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_PIPELINES_DIR", str(folder))
+        assert cli.main(["rollback", "cli_rb", "--reason", "latency regression"]) == 0
+        assert f"v{v1} is champion again (was v{v2})" in capsys.readouterr().out
+        assert cli.main(["rollback", "cli_rb", "--to", "7", "--reason", "typo"]) == 2
+        assert "no version '7'" in capsys.readouterr().err
+        assert cli.main(["promotions", "cli_rb"]) == 0
+        assert "rollback  v1 (previous v2)" in capsys.readouterr().out
+    last = registry.promotion_log(cfg)[-1]
+    assert (
+        last["event"] == "rollback" and last["reason"] == "latency regression" and "airloop rollback" in last["actor"]
+    )
+    assert aliases(cfg) == {"champion": v1}
+
+
+def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(models, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from airloop import lake as lk
+    from airloop import registry
+    from airloop.lake import Lake
+    from airloop.score import score_batch
+
+    cfg = make_cfg("by_hand")
+    v1, v2, v3 = (registry.register(cfg, *m) for m in models)
+    registry.promote(cfg, v1, reason="first", actor="gate")
+    # what the MLflow UI does when someone moves the alias: no airloop code involved
+    MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", v2)
+    assert str(registry.get_version(cfg, "champion").version) == v2
+    assert registry.load_model(cfg)[1] == v2
+
+    lake = Lake(cfg.name, root=(tmp_path / "lake").as_uri())
+    batch = pd.DataFrame({"a": [0.1, -2.0, 1.5], "b": [1.0, 0.0, -1.0]})  # the models here are bare estimators
+    lk.write_parquet(lake.part("validated", "2026-01-02"), batch)
+    scored = score_batch(cfg, "2026-01-02", lake=lake)
+    assert scored["model_version"] == v2
+    assert set(lk.read_parquet(scored["uri"])["model_version"]) == {v2}
+
+    assert registry.reconcile_stages(cfg) == {v2: "Production", v1: "Archived"}
+    record = registry.promote(cfg, v3, reason="next", actor="gate")
+    assert record["previous"] == v2  # the hand-made champion is the one replaced
+    with pytest.raises(BadInput, match="set by hand"):
+        MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", v2)
+        registry.rollback(cfg, reason="undo", actor="bob")
+
+
+# ---------------------------------------------------------------------------------------------- the race
+
+RACER = """
+import json, sys, time
+from pathlib import Path
+from airloop import registry
+from airloop.config import parse_pipeline
+
+cfg = parse_pipeline({"name": sys.argv[1], "source": {"uri": "file:///x/*.csv"}, "target": "y",
+                      "task": "classification"})
+versions, folder = sys.argv[2].split(","), Path(sys.argv[3])
+registry.get_version(cfg, "champion")  # imports and connections paid before the start line
+(folder / f"ready-{sys.argv[4]}").touch()
+deadline = time.monotonic() + 120
+while not (folder / "go").exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+done = [registry.promote(cfg, v, reason="race", actor=f"racer-{sys.argv[4]}")["version"] for v in versions]
+print(json.dumps(done))
+"""
+
+
+def test_racing_promotions_leave_exactly_one_champion_and_a_consistent_log(models, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from airloop import registry
+
+    cfg = make_cfg("race")
+    versions = [registry.register(cfg, *m) for m in models]
+    registry.promote(cfg, versions[0], reason="start", actor="setup")
+    plans = [",".join(versions[i % 3 :] + versions[: i % 3]) for i in range(4)]  # 4 racers x 3 promotions
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, cfg.name, plan, str(tmp_path), str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, plan in enumerate(plans)
+    ]
+    deadline = time.monotonic() + 300
+    while len(list(tmp_path.glob("ready-*"))) < len(procs) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs if p.poll()]
+        time.sleep(0.1)
+    (tmp_path / "go").touch()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+
+    champion = aliases(cfg)["champion"]
+    productions = [
+        str(mv.version)
+        for mv in MlflowClient().search_model_versions(f"name='{cfg.registered_model_name}'")
+        if mv.current_stage == "Production"
+    ]
+    assert productions == [champion], "stages disagree with the alias"
+    log = registry.promotion_log(cfg)
+    assert len(log) == 1 + 4 * 3
+    assert log[-1]["version"] == champion
+    for before, after in zip(log, log[1:], strict=False):
+        expected = None if after["version"] == before["version"] else before["version"]
+        assert after["previous"] == expected, f"interleaved promotions: {before} then {after}"
