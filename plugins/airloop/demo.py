@@ -52,6 +52,8 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         "=" * 78,
         f"Champion v{first.promoted['version']} promoted on day 0: {first.verdict.get('metric')} = "
         f"{first.verdict.get('challenger_metric'):.4f} on the frozen holdout.",
+        f"  gate verdict: {first.verdict.get('verdict_uri')}; model card: {first.verdict.get('model_card_uri')} "
+        f"(also the description of v{first.promoted['version']} in the MLflow UI)",
     ]
     confirmed = [v for v in facts["verdicts"] if v["confirmed"]]
     alerts = [v for v in facts["verdicts"] if v["status"] == "alert"]
@@ -77,6 +79,7 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         )
         for reason in v.get("reasons", []):
             lines.append(f"  - {reason}")
+        lines.append(f"  evidence: {v.get('verdict_uri')}, model card {v.get('model_card_uri')}")
     if not facts["retrains"]:
         lines.append("No retrain was triggered.")
     lines += [
