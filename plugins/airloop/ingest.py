@@ -32,7 +32,10 @@ from airloop.lake import Lake
 
 DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 SMALL_BATCH_BYTES = 64 << 20  # below this a batch is parsed in memory with pandas (fast for daily files)
-STREAM_BLOCK_BYTES = 16 << 20  # pyarrow CSV block size when streaming large files
+# pyarrow's streaming CSV reader parses ahead of its consumer by dozens of blocks: small blocks keep that
+# bounded (measured on 10M rows: 16 MiB blocks peak at ~890 MiB RSS, 1 MiB blocks at ~250 MiB, same speed).
+# Blocks are then gathered into chunks of ``source.chunk_rows`` rows, so Parquet row groups stay large.
+STREAM_BLOCK_BYTES = 1 << 20
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.=-]")
 
 
@@ -124,12 +127,10 @@ def _stream_frames(uri: str, raw_uri: str, fmt: str, options: dict, chunk_rows: 
                     read_options=pcsv.ReadOptions(block_size=STREAM_BLOCK_BYTES),
                     parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 )
-                first = True
-                for batch in reader:
-                    frame = batch.to_pandas()
-                    if first:
+                for i, table in enumerate(_gathered(reader, chunk_rows)):
+                    frame = table.to_pandas()
+                    if i == 0:
                         _check_delimiter(uri, frame, ",".join(map(str, frame.columns)))
-                        first = False
                     yield frame
             elif fmt == "csv":
                 yield from pd.read_csv(stream, chunksize=chunk_rows, **options)
@@ -146,6 +147,20 @@ def _stream_frames(uri: str, raw_uri: str, fmt: str, options: dict, chunk_rows: 
         if not message.strip() or "Empty CSV file" in message:
             raise IngestError(f"{uri}: the file is empty (0 data bytes); expected a {fmt} file") from None
         raise IngestError(f"{uri}: cannot be parsed as {fmt}: {message}") from None
+
+
+def _gathered(reader: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Record batches gathered into tables of at least ``rows`` rows (the last one may be smaller)."""
+    buffer: list[pa.RecordBatch] = []
+    count = 0
+    for batch in reader:
+        buffer.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(buffer)
+            buffer, count = [], 0
+    if buffer:
+        yield pa.Table.from_batches(buffer)
 
 
 def raw_name(relative: str) -> list[str]:
