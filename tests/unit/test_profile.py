@@ -81,3 +81,21 @@ def test_profile_is_written_to_the_lake_and_logged_to_mlflow(mlflow_store):
 def test_tiny_frames_do_not_break_the_report(rows):
     page = render_html(profile_frame(cfg_for(), frame().head(rows)))
     assert "Profile of pipeline" in page
+
+
+def test_cli_profiles_a_file(mlflow_store, tmp_path, monkeypatch, capsys):
+    from airloop.cli import main
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "shop.yaml").write_text(
+        "name: shop\nsource: {uri: 'file:///x/*.csv'}\ntarget: churned\ntask: classification\nid_column: customer_id\n"
+    )
+    monkeypatch.setenv("AIRLOOP_PIPELINES_DIR", str(pipelines))
+    data = tmp_path / "sample.csv"
+    frame().to_csv(data, index=False)
+
+    assert main(["profile", "shop", "--from", str(data)]) == 0
+    assert "Profiled 400 rows of 'shop'" in capsys.readouterr().out
+    assert main(["profile", "shop"]) == 2  # no batches in the lake yet, and no file given
+    assert "no validated or staged batches" in capsys.readouterr().err
