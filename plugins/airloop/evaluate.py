@@ -27,12 +27,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -642,21 +644,25 @@ def _record(
     if verdict["version"]:
         tags["airloop.registered_version"] = verdict["version"]
     tags.update({f"airloop.gate.{k.split('.', 1)[1]}": v for k, v in tracking.lineage_tags(run_info).items()})
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
     metric = verdict["metric"]
+    metrics: dict[str, float] = {}
     if verdict["champion_metric"] is not None:
-        client.log_metric(run_id, f"gate_champion_{metric}", verdict["champion_metric"])
+        metrics[f"gate_champion_{metric}"] = verdict["champion_metric"]
     if verdict["ci"]:
-        client.log_metric(run_id, f"gate_improvement_{metric}", verdict["improvement"])
-        client.log_metric(run_id, f"gate_improvement_{metric}_ci_low", verdict["ci"][0])
-        client.log_metric(run_id, f"gate_improvement_{metric}_ci_high", verdict["ci"][1])
-        client.log_metric(run_id, f"gate_improvement_{metric}_lower_bound", verdict["lower_bound"])
+        metrics[f"gate_improvement_{metric}"] = verdict["improvement"]
+        metrics[f"gate_improvement_{metric}_ci_low"] = verdict["ci"][0]
+        metrics[f"gate_improvement_{metric}_ci_high"] = verdict["ci"][1]
+        metrics[f"gate_improvement_{metric}_lower_bound"] = verdict["lower_bound"]
     for s in verdict["slices"]:
         if s.get("challenger") is not None:
             key = f"slice_{metric}_{s['column']}_{s['value']}"
-            key = "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)  # MLflow's allowed set
-            client.log_metric(run_id, key, s["challenger"])
+            metrics["".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)] = s["challenger"]
+    now = int(time.time() * 1000)
+    client.log_batch(  # one round trip instead of one per tag and metric
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
     client.log_dict(run_id, {**verdict, "pipeline": cfg.name, "airflow": run_info}, "gate/verdict.json")
 
 

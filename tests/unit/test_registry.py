@@ -343,3 +343,39 @@ def test_racing_promotions_leave_exactly_one_champion_and_a_consistent_log(model
     for before, after in zip(log, log[1:], strict=False):
         expected = None if after["version"] == before["version"] else before["version"]
         assert after["previous"] == expected, f"interleaved promotions: {before} then {after}"
+
+
+def test_a_promotion_waits_for_the_lock_held_by_another_process(models, tmp_path):
+    """Mutual exclusion across processes: while one promotion holds the lock, another cannot move the alias."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from airloop import registry
+
+    cfg = make_cfg("lock")
+    v1, v2 = (registry.register(cfg, *m) for m in models[:2])
+    registry.promote(cfg, v1, reason="start", actor="setup")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RACER, cfg.name, v2, str(tmp_path), "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "ready-0").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    with registry.promotion_lock(cfg) as kind:
+        assert kind == "sqlite-file"
+        (tmp_path / "go").touch()
+        time.sleep(3.0)  # an unlocked promotion takes well under a second
+        assert proc.poll() is None, "the other process promoted while the lock was held"
+        assert aliases(cfg) == {"champion": v1}
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert aliases(cfg) == {"champion": v2}
+    assert registry.promotion_log(cfg)[-1]["previous"] == v1
