@@ -36,7 +36,11 @@ def cmd_trace(args) -> int:
     from airloop.runner import prepare_environment
 
     prepare_environment()
-    chain = trace.trace(args.prediction_id)
+    try:
+        chain = trace.trace(args.prediction_id)
+    except (trace.TraceError, trace.PredictionNotFound) as err:
+        print(f"airloop trace: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(chain, indent=2, default=str) if args.json else trace.render(chain))
     return 0
 

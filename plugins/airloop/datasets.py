@@ -86,6 +86,10 @@ def with_reviewed(cfg: PipelineConfig, lake: Lake, labeled: pd.DataFrame, batch_
         return labeled.reset_index(drop=True)
     if cfg.id_column and cfg.id_column in labeled.columns:
         labeled = labeled[~labeled[cfg.id_column].isin(reviewed[cfg.id_column])]
+    if cfg.target in labeled.columns and pd.api.types.is_integer_dtype(labeled[cfg.target]):
+        as_num = pd.to_numeric(reviewed[cfg.target], errors="coerce")
+        if as_num.notna().all() and (as_num % 1 == 0).all():  # keep 0/1 labels integers, not 0.0/1.0
+            reviewed = reviewed.assign(**{cfg.target: as_num.astype(labeled[cfg.target].dtype)})
     return pd.concat([labeled, reviewed], ignore_index=True)
 
 

@@ -72,6 +72,7 @@ def test_low_confidence_predictions_round_trip_into_training_data(reviewed):
     assert got.sort_index().to_dict() == want.sort_index().to_dict()
     assert set(from_review["customer_id"]) <= {r["customer_id"] for r in records}
     assert from_review["contract"].notna().all()
+    assert pd.api.types.is_integer_dtype(frame["churned"])  # reviewed 0/1 labels stay integers
 
 
 def test_labels_for_unknown_ids_or_without_the_target_are_refused(reviewed):
