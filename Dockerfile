@@ -17,9 +17,7 @@ RUN uv export --frozen --no-dev --no-emit-project -o /tmp/requirements.txt \
     && pip install --no-cache-dir --no-deps -e .
 COPY --chown=airflow:root dags ./dags
 COPY --chown=airflow:root include ./include
-# PYTHONPATH: the celery compatibility shim (include/compose/celery_compat/sitecustomize.py explains it).
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airloop/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airloop/plugins \
     AIRLOOP_PIPELINES_DIR=/opt/airloop/include/pipelines \
-    AIRLOOP_SUITES_DIR=/opt/airloop/include/gx \
-    PYTHONPATH=/opt/airloop/include/compose/celery_compat
+    AIRLOOP_SUITES_DIR=/opt/airloop/include/gx

@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from topology import CELERY_COMPAT, REPO, Topology, TopologyError, start_topology, stop_topology
+from topology import REPO, Topology, TopologyError, start_topology, stop_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -199,24 +199,6 @@ def test_task_logs_are_readable_through_the_api(lifecycle, api):
     ):
         text = task_log(api, by_task[(dag_id(stage), task)])
         assert f"Airloop summary: {function}" in text, f"{dag_id(stage)}.{task} log:\n{text[-2000:]}"
-
-
-def test_celery_compat_shim_is_still_needed():
-    """Tripwire: include/compose/celery_compat puts back a function celery 5.7 removed. When the installed
-    Celery provider imports without it, the shim is dead weight and should go."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor_utils"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert proc.returncode != 0 and "retry" in proc.stderr, (
-        f"the Celery provider now imports without {CELERY_COMPAT.relative_to(REPO)}: delete that folder and "
-        "the PYTHONPATH entries that name it in docker-compose.yaml and tests/integration/topology.py"
-    )
 
 
 def test_buckets_module_creates_once_and_refuses_wrong_keys_at_once(s3_server):

@@ -32,7 +32,6 @@ from services import S3Server, check_redis, create_database, drop_database, free
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CELERY_COMPAT = REPO / "include" / "compose" / "celery_compat"
 REDIS_DB = int(os.environ.get("AIRLOOP_TEST_REDIS_DB", "6"))  # Celery broker DB of the topology tests
 ADMIN_USER = "admin"
 # The churn pipeline as a cluster runs it: source and lake on S3, small and cheap to train.
@@ -171,9 +170,7 @@ def _upload_simulated_data(top: Topology) -> str:
 
 def _base_env(top: Topology) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP", "AWS_"))}
-    # The compose file puts the same celery compatibility shim on PYTHONPATH (see its docstring).
-    pythonpath = os.pathsep.join(p for p in (str(CELERY_COMPAT), clean.get("PYTHONPATH", "")) if p)
-    return {**clean, **top.s3.env(), "PYTHONPATH": pythonpath, "GIT_PYTHON_REFRESH": "quiet", "PYTHONUNBUFFERED": "1"}
+    return {**clean, **top.s3.env(), "GIT_PYTHON_REFRESH": "quiet", "PYTHONUNBUFFERED": "1"}
 
 
 def _airflow_env(top: Topology, db_url: str, api_port: int, pipelines: Path) -> dict[str, str]:
@@ -247,7 +244,10 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
         # The buckets are made by the module the compose service create-buckets runs.
         made = subprocess.run(
             [sys.executable, "-m", "airloop.buckets", top.bucket, artifacts_bucket],
-            env={**base, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), base["PYTHONPATH"]])},
+            env={
+                **base,
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), base.get("PYTHONPATH")) if p),
+            },
             capture_output=True,
             text=True,
             timeout=120,
