@@ -38,6 +38,9 @@ def cmd_run(args) -> int:
     if outcome.promoted:
         print(f"{cfg.name}: v{outcome.promoted['version']} is champion.")
         return 0
+    if outcome.awaiting_approval:
+        print(f"{cfg.name}: v{outcome.awaiting_approval} is blessed and waits for approval; the champion is unchanged.")
+        return 0
     print(f"{cfg.name}: the gate did not bless the new model; the champion is unchanged.", file=sys.stderr)
     return 3
 

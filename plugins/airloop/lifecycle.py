@@ -29,6 +29,7 @@ class Outcome:
     verdict: dict = field(default_factory=dict)
     promoted: dict | None = None
     skipped: str | None = None
+    awaiting_approval: str | None = None  # the blessed version, when promotion needs a person
 
 
 def dag_id(cfg: PipelineConfig, stage: str) -> str:
@@ -75,6 +76,14 @@ def build_model(runner: Runner, cfg: PipelineConfig, kind: str, batch_id: str, f
     outcome.verdict = evaluated.returns["evaluate"]
     if evaluated.task_ok("publish_challenger"):
         version = evaluated.returns["publish_challenger"]
+        if cfg.promotion.approval == "required":
+            # A person decides in Airflow (Required Actions); this unattended driver must not wait for them.
+            outcome.awaiting_approval = str(version)
+            runner.say(
+                f"         v{version} is challenger; promotion needs approval: trigger "
+                f"{dag_id(cfg, 'promote')} with version={version} and answer it in Airflow's Required Actions"
+            )
+            return outcome
         promoted = step(runner, cfg, "promote", {"version": str(version)}, f"v{version}")
         if not promoted.ok:
             raise StageRefused(f"promote of v{version} failed: {promoted.reason()}")
