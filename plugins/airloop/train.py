@@ -202,40 +202,31 @@ def _cv_value(scorer: Any, score: float) -> float:
 
 def default_candidates(task: str) -> list[CandidateConfig]:
     """Three candidates per task, each with a small search space (used when the YAML names none)."""
+    trees = [
+        CandidateConfig(
+            name="random_forest",
+            estimator="random_forest",
+            params={"n_estimators": 100, "n_jobs": 1},
+            search_space={"max_depth": [None, 8, 16], "min_samples_leaf": [1, 5]},
+        ),
+        CandidateConfig(
+            name="hist_gradient_boosting",
+            estimator="hist_gradient_boosting",
+            search_space={"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31]},
+        ),
+    ]
     if task == "classification":
-        return [
-            CandidateConfig(
-                name="logistic_regression",
-                estimator="logistic_regression",
-                params={"max_iter": 1000},
-                search_space={"C": [0.01, 0.1, 1.0, 10.0]},
-            ),
-            CandidateConfig(
-                name="random_forest",
-                estimator="random_forest",
-                params={"n_estimators": 100, "n_jobs": 1},
-                search_space={"max_depth": [None, 8, 16], "min_samples_leaf": [1, 5]},
-            ),
-            CandidateConfig(
-                name="hist_gradient_boosting",
-                estimator="hist_gradient_boosting",
-                search_space={"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31]},
-            ),
-        ]
+        linear = CandidateConfig(
+            name="logistic_regression",
+            estimator="logistic_regression",
+            params={"max_iter": 1000},
+            search_space={"C": [0.01, 0.1, 1.0, 10.0]},
+        )
+        return [linear, *trees]
     if task == "regression":
         return [
             CandidateConfig(name="ridge", estimator="ridge", search_space={"alpha": [0.1, 1.0, 10.0, 100.0]}),
-            CandidateConfig(
-                name="random_forest",
-                estimator="random_forest",
-                params={"n_estimators": 100, "n_jobs": 1},
-                search_space={"max_depth": [None, 8, 16], "min_samples_leaf": [1, 5]},
-            ),
-            CandidateConfig(
-                name="hist_gradient_boosting",
-                estimator="hist_gradient_boosting",
-                search_space={"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31]},
-            ),
+            *trees,
         ]
     raise BadInput(f"task: expected 'classification' or 'regression', found {task!r}")
 

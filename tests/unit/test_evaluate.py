@@ -16,14 +16,9 @@ LR = {"name": "lr", "estimator": "logistic_regression", "search_space": {"C": [1
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One MLflow SQLite store and artifact root for the module (creating the schema takes seconds)."""
-    root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRLOOP_HOME", str(root / "home"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.setenv("AIRLOOP_ARTIFACT_URI", (root / "artifacts").as_uri())
-        yield root
+def store(mlflow_store):
+    """The module's MLflow store (tests/conftest.py: mlflow_store)."""
+    return mlflow_store
 
 
 def make_cfg(name="gate", **evaluation):

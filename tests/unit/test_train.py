@@ -15,15 +15,9 @@ LR = {"name": "lr", "estimator": "logistic_regression", "params": {"max_iter": 3
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One MLflow SQLite store and artifact root for the module (creating the schema takes seconds)."""
-    root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRLOOP_HOME", str(root / "home"))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.setenv("AIRLOOP_ARTIFACT_URI", (root / "artifacts").as_uri())
-        mp.delenv("AIRLOOP_LAKE_URI", raising=False)
-        yield root
+def store(mlflow_store):
+    """The module's MLflow store (tests/conftest.py: mlflow_store)."""
+    return mlflow_store
 
 
 def make_cfg(name="t", task="classification", **overrides):
