@@ -49,7 +49,7 @@ def test_candidates_are_mapped_approval_waits_before_promote_and_rollback_exists
         "PYTHONPATH": str(REPO / "plugins"),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", SHAPE, str(REPO / "dags" / "airloop_model.py")],
+        [sys.executable, "-c", SHAPE, str(REPO / "dags")],
         env=env,
         capture_output=True,
         text=True,

@@ -1,0 +1,124 @@
+"""Evaluate, promote and roll back, per pipeline, chained by Assets.
+
+trained --> evaluate (gate) --[challenger, only when blessed]--> promote (champion; optionally approved by a person)
+rollback (manual) restores an earlier champion with a recorded reason.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from airloop.dagkit import approval_decision, approval_task, asset, call, dag_args, pipelines, run_info, trigger_extra
+
+configs, _ = pipelines()
+
+
+def release_dags(cfg) -> None:
+    """Wire this file's DAGs for one pipeline."""
+    trained, challenger = asset(cfg, "trained"), asset(cfg, "challenger")
+
+    @dag(
+        **dag_args(
+            cfg,
+            "evaluate",
+            "Scores the new model and the champion on the same frozen holdout and "
+            "applies the gate; a blessed model is registered with alias `challenger`.",
+            schedule=[trained],
+            params={"train_run_id": Param("", type="string")},
+        )
+    )
+    def evaluate_dag():
+        @task
+        def evaluate(**context) -> dict:
+            from airloop import evaluate as stage
+
+            candidate = stage.candidate_from_run(cfg, trigger_extra(context, trained, "train_run_id"))
+            return call(stage.evaluate_challenger, cfg, candidate, run_info=run_info(context))
+
+        @task(outlets=[challenger])
+        def publish_challenger(verdict: dict, **context) -> str:
+            from airloop import evaluate as stage
+
+            version = call(stage.require_blessed, verdict)
+            context["outlet_events"][challenger].extra = {"version": version}
+            return version
+
+        publish_challenger(evaluate())
+
+    approval = cfg.promotion.approval == "required"
+
+    @dag(
+        **dag_args(
+            cfg,
+            "promote",
+            "Moves alias `champion` to the blessed challenger (stages mirrored) and records who, when and why"
+            + (" after a person approves it (Required Actions)." if approval else "."),
+            schedule=[challenger],
+            params={"version": Param("", type="string"), "reason": Param("", type="string")},
+        )
+    )
+    def promote_dag():
+        @task
+        def promote(**context) -> dict:
+            from airloop import registry
+
+            version = str(trigger_extra(context, challenger, "version"))
+            decision = approval_decision(context, "approve") if approval else None
+            actor = decision["approved_by"] if decision else "airloop-gate"
+            reason = context["params"]["reason"] or ("approved in Airflow" if decision else "blessed by the gate")
+            return call(registry.promote, cfg, version, reason=reason, actor=actor, approval=decision)
+
+        if not approval:
+            promote()
+            return
+
+        @task
+        def evidence(**context) -> dict:
+            from airloop import registry
+
+            return call(registry.promotion_evidence, cfg, str(trigger_extra(context, challenger, "version")))
+
+        @task(trigger_rule="all_done")
+        def record_rejection(**context) -> dict | None:
+            from airloop import registry
+
+            decision = approval_decision(context, "approve")
+            if decision is None or decision["decision"] == "Approve":
+                return None
+            version = str(trigger_extra(context, challenger, "version"))
+            return call(registry.record_rejection, cfg, version, decision)
+
+        gate = approval_task(cfg, "evidence")
+        evidence() >> gate >> promote() >> record_rejection()
+
+    @dag(
+        **dag_args(
+            cfg,
+            "rollback",
+            "Restores an earlier champion: `to_version`, else the previous champion in the promotion log. "
+            "`reason` is required and recorded. Same as `airloop rollback NAME [--to VERSION] --reason ...`.",
+            schedule=None,
+            params={
+                "to_version": Param("", type="string", description="empty: the previous champion"),
+                "reason": Param("", type="string", description="why (required, recorded)"),
+            },
+        )
+    )
+    def rollback_dag():
+        @task
+        def rollback(**context) -> dict:
+            from airloop import registry
+
+            user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
+            p = context["params"]
+            return call(registry.rollback, cfg, p["to_version"] or None, reason=p["reason"], actor=user)
+
+        rollback()
+
+    evaluate_dag()
+    promote_dag()
+    rollback_dag()
+
+
+for cfg in configs:
+    release_dags(cfg)
