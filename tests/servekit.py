@@ -15,6 +15,20 @@ LR = {
 }
 
 
+# A raw churn row as a REST client sends it (one high-risk customer).
+CHURN_ROW = {
+    "tenure_months": 3,
+    "monthly_charges": 95.5,
+    "total_charges": 280.0,
+    "support_calls": 5,
+    "senior": 0,
+    "contract": "month-to-month",
+    "payment_method": "electronic_check",
+    "internet_service": "fiber",
+    "region": "north",
+}
+
+
 def churn_cfg(name: str, data_dir: Path, **overrides):
     """A churn pipeline reading the simulated files under ``data_dir``."""
     doc = {

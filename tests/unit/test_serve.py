@@ -11,20 +11,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
 ROWS = [
-    {
-        "tenure_months": 3,
-        "monthly_charges": 95.5,
-        "total_charges": 280.0,
-        "support_calls": 5,
-        "senior": 0,
-        "contract": "month-to-month",
-        "payment_method": "electronic_check",
-        "internet_service": "fiber",
-        "region": "north",
-    },
+    CHURN_ROW,
     {
         "tenure_months": 60,
         "monthly_charges": None,

@@ -8,19 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
-ROW = {
-    "tenure_months": 3,
-    "monthly_charges": 95.5,
-    "total_charges": 280.0,
-    "support_calls": 5,
-    "senior": 0,
-    "contract": "month-to-month",
-    "payment_method": "electronic_check",
-    "internet_service": "fiber",
-    "region": "north",
-}
+ROW = CHURN_ROW
 
 
 @pytest.fixture(scope="module")
