@@ -35,7 +35,7 @@ status: install
 	.venv/bin/airloop status
 
 ui: install  ## the Airflow UI on the demo's state (http://127.0.0.1:8080)
-	eval "$$(.venv/bin/python -c 'from airloop.runner import prepare_environment as p; [print(f"export {k}={v!r}") for k, v in p().items()]')" && \
+	eval "$$(.venv/bin/python -c 'from airloop.orchestration.runner import prepare_environment as p; [print(f"export {k}={v!r}") for k, v in p().items()]')" && \
 	  AIRFLOW__CORE__EXECUTOR=LocalExecutor .venv/bin/airflow standalone
 
 mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)

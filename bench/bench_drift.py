@@ -1,4 +1,4 @@
-"""Drift benchmark: `airloop.drift.compute_drift` against Evidently's DataDriftPreset, side by side.
+"""Drift benchmark: `airloop.monitoring.drift.compute_drift` against Evidently's DataDriftPreset, side by side.
 
 Same data for both: a reference and a current frame of 1,000,000 rows x 20 features (15 numeric, 5
 categorical), with drift injected into 5 known features. Targets: Airloop under 2 s, at least 10x faster than
@@ -65,7 +65,7 @@ def make_data(rows: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def run_airloop(reference: pd.DataFrame, current: pd.DataFrame, repeats: int = 3) -> tuple[float, dict[str, bool]]:
     from airloop.config import MonitoringConfig
-    from airloop.drift import compute_drift
+    from airloop.monitoring.drift import compute_drift
 
     cfg = MonitoringConfig()
     compute_drift(reference.head(10_000), current.head(10_000), NUMERIC, CATEGORICAL, cfg)  # warm-up

@@ -31,8 +31,8 @@ DAY = "2026-01-05"
 AIRLOOP = """
 import json, resource, sys, time
 from airloop.config import parse_pipeline
-from airloop.ingest import ingest_batch
-from airloop.lake import Lake
+from airloop.data.ingest import ingest_batch
+from airloop.store.lake import Lake
 path, lake_dir = sys.argv[1], sys.argv[2]
 cfg = parse_pipeline({"name": "bench", "source": {"uri": "file://" + path}, "target": "churned",
                       "task": "classification", "id_column": "customer_id", "event_time_column": "event_time"})

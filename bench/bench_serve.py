@@ -42,13 +42,14 @@ def train_demo_model(home: Path) -> tuple[str, str, dict]:
     for var in ("MLFLOW_TRACKING_URI", "AIRLOOP_LAKE_URI", "AIRLOOP_ARTIFACT_URI"):
         os.environ.pop(var, None)
     sys.path.insert(0, str(REPO / "plugins"))
-    from airloop import registry, retrain
     from airloop.config import load_pipeline
-    from airloop.ingest import ingest_batch
-    from airloop.lake import Lake
-    from airloop.simulate import SimulationSpec, simulate
-    from airloop.train import candidates, select_best, train_candidate
-    from airloop.validate import validate_batch
+    from airloop.data.ingest import ingest_batch
+    from airloop.data.validate import validate_batch
+    from airloop.demo.simulate import SimulationSpec, simulate
+    from airloop.model import retrain
+    from airloop.model.train import candidates, select_best, train_candidate
+    from airloop.store import registry
+    from airloop.store.lake import Lake
 
     written = simulate(home / "demo" / "churn", SimulationSpec(days=1))
     cfg = load_pipeline(REPO / "include" / "pipelines" / "churn.yaml")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop.dagkit import (
+from airloop.orchestration.dagkit import (
     asset,
     batch_ids,
     batch_param,
@@ -40,7 +40,7 @@ def data_dags(cfg) -> None:
     def ingest_dag():
         @task(outlets=[raw])
         def ingest(**context) -> list[dict]:
-            from airloop import ingest as stage
+            from airloop.data import ingest as stage
 
             out, conn = [], connection_dict(cfg.source.connection)
             for batch in batch_ids(context):
@@ -69,7 +69,7 @@ def data_dags(cfg) -> None:
     def validate_dag():
         @task(outlets=[validated])
         def validate(**context) -> list[dict]:
-            from airloop import validate as stage
+            from airloop.data import validate as stage
 
             replay = bool(context["params"].get("replay"))
             out = []

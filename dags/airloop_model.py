@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info
+from airloop.orchestration.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info
 
 configs, _ = pipelines()
 
@@ -19,27 +19,27 @@ def training_tasks(cfg, plan, trained):
 
     @task
     def prepare(plan: dict) -> dict:
-        from airloop import retrain
-        from airloop.lake import Lake
+        from airloop.model import retrain
+        from airloop.store.lake import Lake
 
         return call(retrain.prepare_training, cfg, Lake(cfg.name), plan)
 
     @task
     def candidates() -> list[str]:
-        from airloop.train import default_candidates
+        from airloop.model.train import default_candidates
 
         return [c.name for c in (cfg.training.candidates or default_candidates(cfg.task))]
 
     @task(map_index_template="{{ task.op_kwargs['candidate'] }}")
     def train_candidate(candidate: str, split: dict, **context) -> dict:
-        from airloop import train
+        from airloop.model import train
 
         return call(train.train_candidate, cfg, candidate, split, run_info=run_info(context))
 
     @task(outlets=[trained])
     def select_best(results: list[dict], split: dict, **context) -> dict:
-        from airloop import retrain, train
-        from airloop.lake import Lake
+        from airloop.model import retrain, train
+        from airloop.store.lake import Lake
 
         best = call(train.select_best, cfg, list(results))
         if split["plan"]["kind"] == "retrain":
@@ -68,8 +68,8 @@ def model_dags(cfg) -> None:
     def train_dag():
         @task
         def plan(**context) -> dict:
-            from airloop import retrain
-            from airloop.lake import Lake
+            from airloop.model import retrain
+            from airloop.store.lake import Lake
 
             last = batch_ids(context, validated)[-1]
             return call(retrain.plan_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
@@ -89,8 +89,8 @@ def model_dags(cfg) -> None:
     def retrain_dag():
         @task
         def guarded_plan(**context) -> dict:
-            from airloop import retrain
-            from airloop.lake import Lake
+            from airloop.model import retrain
+            from airloop.store.lake import Lake
 
             last = batch_ids(context, drift)[-1]
             return call(retrain.plan_retrain, cfg, Lake(cfg.name), last, force=context["params"]["force"])

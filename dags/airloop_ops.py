@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from airloop.dagkit import (
+from airloop.orchestration.dagkit import (
     asset,
     batch_ids,
     batch_param,
@@ -39,7 +39,7 @@ def ops_dags(cfg) -> None:
     def score_dag():
         @task(outlets=[predictions])
         def score(**context) -> list[dict]:
-            from airloop import score as stage
+            from airloop.serving import score as stage
 
             out = [call(stage.score_batch, cfg, b, run_info=run_info(context)) for b in batch_ids(context, validated)]
             context["outlet_events"][predictions].extra = {"batch_ids": [r["batch_id"] for r in out]}
@@ -62,13 +62,13 @@ def ops_dags(cfg) -> None:
     def monitor_dag():
         @task
         def monitor(**context) -> dict:
-            from airloop import monitor as stage
+            from airloop.monitoring import monitor as stage
 
             return call(stage.monitor_batch, cfg, batch_ids(context)[-1], run_info=run_info(context))
 
         @task(outlets=[drift], on_success_callback=drift_alert_notifier(cfg))
         def alert_confirmed_drift(verdict: dict, **context) -> dict:
-            from airloop import monitor as stage
+            from airloop.monitoring import monitor as stage
 
             call(stage.require_confirmed, verdict)
             context["outlet_events"][drift].extra = {

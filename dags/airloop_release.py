@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from airloop.dagkit import approval_decision, approval_task, asset, call, dag_args, pipelines, run_info, trigger_extra
+from airloop.orchestration.dagkit import (
+    approval_decision,
+    approval_task,
+    asset,
+    call,
+    dag_args,
+    pipelines,
+    run_info,
+    trigger_extra,
+)
 
 configs, _ = pipelines()
 
@@ -30,14 +39,14 @@ def release_dags(cfg) -> None:
     def evaluate_dag():
         @task
         def evaluate(**context) -> dict:
-            from airloop import evaluate as stage
+            from airloop.model import evaluate as stage
 
             candidate = stage.candidate_from_run(cfg, trigger_extra(context, trained, "train_run_id"))
             return call(stage.evaluate_challenger, cfg, candidate, run_info=run_info(context))
 
         @task(outlets=[challenger])
         def publish_challenger(verdict: dict, **context) -> str:
-            from airloop import evaluate as stage
+            from airloop.model import evaluate as stage
 
             version = call(stage.require_blessed, verdict)
             context["outlet_events"][challenger].extra = {"version": version}
@@ -60,7 +69,7 @@ def release_dags(cfg) -> None:
     def promote_dag():
         @task
         def promote(**context) -> dict:
-            from airloop import registry
+            from airloop.store import registry
 
             version = str(trigger_extra(context, challenger, "version"))
             decision = approval_decision(context, "approve") if approval else None
@@ -74,13 +83,13 @@ def release_dags(cfg) -> None:
 
         @task
         def evidence(**context) -> dict:
-            from airloop import registry
+            from airloop.store import registry
 
             return call(registry.promotion_evidence, cfg, str(trigger_extra(context, challenger, "version")))
 
         @task(trigger_rule="all_done")
         def record_rejection(**context) -> dict | None:
-            from airloop import registry
+            from airloop.store import registry
 
             decision = approval_decision(context, "approve")
             if decision is None or decision["decision"] == "Approve":
@@ -107,7 +116,7 @@ def release_dags(cfg) -> None:
     def rollback_dag():
         @task
         def rollback(**context) -> dict:
-            from airloop import registry
+            from airloop.store import registry
 
             user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
             p = context["params"]

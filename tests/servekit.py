@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from airloop.config import parse_pipeline
-from airloop.simulate import SimulationSpec, simulate
+from airloop.demo.simulate import SimulationSpec, simulate
 
 LR = {
     "name": "logistic_regression",
@@ -51,8 +51,8 @@ def simulate_small(data_dir: Path, days: int = 2) -> dict:
 
 
 def ingest_validated(cfg, batch_id: str, run_info: dict | None = None) -> None:
-    from airloop.ingest import ingest_batch
-    from airloop.validate import validate_batch
+    from airloop.data.ingest import ingest_batch
+    from airloop.data.validate import validate_batch
 
     ingest_batch(cfg, batch_id, run_info=run_info)
     validate_batch(cfg, batch_id, run_info=run_info)
@@ -61,9 +61,10 @@ def ingest_validated(cfg, batch_id: str, run_info: dict | None = None) -> None:
 def train_version(cfg, batch_id: str, *, promote: bool = True, actor: str = "tester", seed: int | None = None) -> dict:
     """Train on every validated batch up to ``batch_id``, register, and (by default) promote; returns
     {"version", "run_id", "split"}."""
-    from airloop import registry, retrain
-    from airloop.lake import Lake
-    from airloop.train import train_candidate
+    from airloop.model import retrain
+    from airloop.model.train import train_candidate
+    from airloop.store import registry
+    from airloop.store.lake import Lake
 
     if seed is not None:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})

@@ -66,7 +66,7 @@ class CandidateConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.train
+    candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.model.train
     n_iter: int = Field(4, ge=1)
     cv_folds: int = Field(3, ge=2)
     test_size: float = Field(0.2, gt=0, lt=1)
@@ -159,6 +159,10 @@ class PipelineConfig(_Strict):
         if self.evaluation.primary_metric:
             return self.evaluation.primary_metric
         return "roc_auc" if self.task == "classification" else "rmse"
+
+    def dag_id(self, stage: str) -> str:
+        """The Airflow DAG id of one of this pipeline's stages: ``airloop_<name>_<stage>``."""
+        return f"airloop_{self.name}_{stage}"
 
     @property
     def registered_model_name(self) -> str:

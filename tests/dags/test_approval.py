@@ -1,6 +1,7 @@
 """Promotion with `promotion.approval: required` waits in Airflow's HITL ApprovalOperator.
 
-The promote DAG runs through Airflow (``dag.test`` via airloop.runner) in the main thread of a child process;
+The promote DAG runs through Airflow (``dag.test`` via airloop.orchestration.runner) in the main thread of a child
+process;
 another thread of that process plays the approver exactly as the api-server's Required Actions endpoint does
 (``update_hitl_detail`` on the same SQLite metadata DB). dag.test never answers a HITL task by itself.
 """
@@ -25,10 +26,10 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import numpy as np, pandas as pd, mlflow
     from sklearn.linear_model import LogisticRegression
-    from airloop import registry, tracking
+    from airloop.store import registry, tracking
     from airloop.config import get_pipeline
-    from airloop.runner import Runner
-    from airloop.train import log_sklearn_model
+    from airloop.orchestration.runner import Runner
+    from airloop.model.train import log_sklearn_model
 
     decision, tmp = sys.argv[1], Path(os.environ["AIRLOOP_HOME"])
     cfg = get_pipeline("gated")

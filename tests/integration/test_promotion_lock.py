@@ -18,7 +18,7 @@ def make_cfg(name):
 
 
 def test_postgres_advisory_lock_excludes_a_second_session_of_the_same_model(postgres_url, monkeypatch, tmp_path):
-    from airloop import registry
+    from airloop.store import registry
 
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_url)

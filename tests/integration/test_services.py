@@ -17,8 +17,8 @@ def test_seaweedfs_serves_s3_and_enforces_read_only_identity(s3_server):
 def test_lake_on_s3_roundtrip(s3_env):
     import pandas as pd
 
-    from airloop import lake as lk
-    from airloop.lake import Lake
+    from airloop.store import lake as lk
+    from airloop.store.lake import Lake
 
     lake = Lake("p", root=f"s3://{s3_env.new_bucket()}/lake")
     lk.write_parquet(lake.part("validated", "2026-01-01"), pd.DataFrame({"a": [1, 2]}))

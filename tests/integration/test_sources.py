@@ -9,10 +9,10 @@ import json
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
-from airloop.ingest import ingest_batch
-from airloop.lake import Lake
-from airloop.sources import SourceError, SourceUnavailable
+from airloop.data.ingest import ingest_batch
+from airloop.data.sources import SourceError, SourceUnavailable
+from airloop.store import lake as lk
+from airloop.store.lake import Lake
 
 pytestmark = pytest.mark.integration
 DAY = "2026-01-05"
@@ -71,7 +71,7 @@ def test_s3_partitioned_folder_into_an_s3_lake(landing, s3_env, pipeline_cfg):
 
 
 def test_s3_credentials_from_an_airflow_connection(landing, s3_env, tmp_path, pipeline_cfg, monkeypatch):
-    from airloop.dagkit import connection_dict
+    from airloop.orchestration.dagkit import connection_dict
 
     bucket, _ = landing
     conn = {

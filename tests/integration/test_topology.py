@@ -191,7 +191,7 @@ def test_lake_objects_are_in_s3(lifecycle, topology):
 
 def test_task_logs_are_readable_through_the_api(lifecycle, api):
     by_task = {(ti["dag_id"], ti["task_id"]): ti for ti in task_instances(api)}
-    # Each task's log ends with the summary block of the stage function it called (airloop.dagkit.call).
+    # Each task's log ends with the summary block of the stage function it called (airloop.orchestration.dagkit.call).
     for stage, task, function in (
         ("ingest", "ingest", "ingest_batch"),
         ("validate", "validate", "validate_batch"),
@@ -202,12 +202,12 @@ def test_task_logs_are_readable_through_the_api(lifecycle, api):
 
 
 def test_buckets_module_creates_once_and_refuses_wrong_keys_at_once(s3_server):
-    """`python -m airloop.buckets`, as the compose service create-buckets runs it."""
+    """`python -m airloop.store.buckets`, as the compose service create-buckets runs it."""
     name = f"airloop-probe-{os.getpid()}"
 
     def run(bucket: str, reader: bool = False) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO / "plugins"), **s3_server.env(reader=reader)}
-        cmd = [sys.executable, "-m", "airloop.buckets", bucket]
+        cmd = [sys.executable, "-m", "airloop.store.buckets", bucket]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
     first, again = run(name), run(name)

@@ -159,7 +159,7 @@ def _sqlalchemy_url(url: str) -> str:
 
 def _upload_simulated_data(top: Topology) -> str:
     """Simulate a small churn history and land it in s3://bucket/landing/; returns the history batch id."""
-    from airloop.simulate import SimulationSpec, simulate
+    from airloop.demo.simulate import SimulationSpec, simulate
 
     written = simulate(top.workdir / "sim", SimulationSpec(history_rows=800, daily_rows=200, days=1))
     client = top.s3.client()
@@ -243,7 +243,7 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
         base = _base_env(top)
         # The buckets are made by the module the compose service create-buckets runs.
         made = subprocess.run(
-            [sys.executable, "-m", "airloop.buckets", top.bucket, artifacts_bucket],
+            [sys.executable, "-m", "airloop.store.buckets", top.bucket, artifacts_bucket],
             env={
                 **base,
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "plugins"), base.get("PYTHONPATH")) if p),
@@ -253,7 +253,7 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
             timeout=120,
         )
         if made.returncode != 0:
-            raise TopologyError(f"python -m airloop.buckets failed: {made.stdout}{made.stderr}")
+            raise TopologyError(f"python -m airloop.store.buckets failed: {made.stdout}{made.stderr}")
         top.history_day = _upload_simulated_data(top)
         pipelines = workdir / "pipelines"
         pipelines.mkdir(exist_ok=True)

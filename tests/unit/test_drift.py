@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from airloop.config import MonitoringConfig
-from airloop.drift import (
+from airloop.monitoring.drift import (
     chi2_test,
     compute_drift,
     confirm_drift,

@@ -1,4 +1,4 @@
-"""airloop.evaluate: the gate scores challenger and champion on the same frozen holdout and records why."""
+"""airloop.model.evaluate: the gate scores challenger and champion on the same frozen holdout and records why."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
 from airloop.config import parse_pipeline
 from airloop.errors import NothingToDo
+from airloop.store import lake as lk
 
 LR = {"name": "lr", "estimator": "logistic_regression", "search_space": {"C": [1.0]}}
 
@@ -54,7 +54,7 @@ def make_frame(n=400, seed=0):
 @pytest.fixture(scope="module")
 def trained(store):
     """A good model and one trained on shuffled labels, sharing one frozen holdout."""
-    from airloop.train import prepare_split, train_candidate
+    from airloop.model.train import prepare_split, train_candidate
 
     cfg = make_cfg()
     split = prepare_split(cfg, make_frame(), (store / "split").as_uri())
@@ -69,11 +69,11 @@ def trained(store):
 @pytest.fixture
 def fast_infra(monkeypatch):
     """Skip the fresh-process load (seconds each) in gate-logic tests; it has its own tests below."""
-    monkeypatch.setattr("airloop.evaluate.infra_check", lambda uri, rows, expected: (True, "not run here"))
+    monkeypatch.setattr("airloop.model.evaluate.infra_check", lambda uri, rows, expected: (True, "not run here"))
 
 
 def champion_is(cfg, result):
-    from airloop import registry
+    from airloop.store import registry
 
     version = registry.register(cfg, result["model_uri"], result["run_id"])
     registry.promote(cfg, version, reason="test setup", actor="test")
@@ -89,8 +89,8 @@ def run_of(result):
 def test_first_model_is_blessed_registered_and_challenger(trained):
     import mlflow
 
-    from airloop import registry
-    from airloop.evaluate import evaluate_challenger, require_blessed
+    from airloop.model.evaluate import evaluate_challenger, require_blessed
+    from airloop.store import registry
 
     cfg = make_cfg("gate_first")
     verdict = evaluate_challenger(cfg, trained["good"], run_info={"dag_id": "airloop_gate_evaluate"})
@@ -115,8 +115,8 @@ def test_first_model_is_blessed_registered_and_challenger(trained):
 
 
 def test_better_challenger_beats_the_champion_on_the_same_holdout(trained, fast_infra):
-    from airloop import registry
-    from airloop.evaluate import evaluate_challenger
+    from airloop.model.evaluate import evaluate_challenger
+    from airloop.store import registry
 
     cfg = make_cfg("gate_better")
     old = champion_is(cfg, trained["bad"])
@@ -135,8 +135,8 @@ def test_better_challenger_beats_the_champion_on_the_same_holdout(trained, fast_
 def test_clearly_worse_challenger_is_rejected_with_the_metric_and_both_values(trained, fast_infra):
     from mlflow.tracking import MlflowClient
 
-    from airloop import registry
-    from airloop.evaluate import evaluate_challenger, require_blessed
+    from airloop.model.evaluate import evaluate_challenger, require_blessed
+    from airloop.store import registry
 
     cfg = make_cfg("gate_worse", tolerance=0.01)
     champion_is(cfg, trained["good"])
@@ -158,7 +158,7 @@ def test_clearly_worse_challenger_is_rejected_with_the_metric_and_both_values(tr
 
 
 def test_min_value_failure_rejects_even_without_a_champion(trained, fast_infra):
-    from airloop.evaluate import evaluate_challenger
+    from airloop.model.evaluate import evaluate_challenger
 
     cfg = make_cfg("gate_min", min_value=0.999)
     verdict = evaluate_challenger(cfg, trained["good"])
@@ -168,7 +168,7 @@ def test_min_value_failure_rejects_even_without_a_champion(trained, fast_infra):
 
 
 def test_candidate_from_run_rebuilds_the_select_best_dict(trained):
-    from airloop.evaluate import candidate_from_run
+    from airloop.model.evaluate import candidate_from_run
 
     cand = candidate_from_run(make_cfg(), trained["good"]["run_id"])
     assert cand["model_uri"] == trained["good"]["model_uri"]
@@ -179,7 +179,7 @@ def test_candidate_from_run_rebuilds_the_select_best_dict(trained):
 def test_infra_check_loads_in_a_fresh_process(trained):
     import mlflow
 
-    from airloop.evaluate import infra_check
+    from airloop.model.evaluate import infra_check
 
     rows = lk.read_parquet(trained["split"]["test_uri"])[["x1", "x2", "visits", "color"]].head(10)
     expected = list(mlflow.sklearn.load_model(trained["good"]["model_uri"]).predict(rows))
@@ -190,10 +190,10 @@ def test_infra_check_loads_in_a_fresh_process(trained):
 
 
 def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
-    from airloop.evaluate import infra_check
+    from airloop.model.evaluate import infra_check
 
     outputs = {"n": 3, "predictions": [0, 1, 1], "restored": [0, 1, 0]}
-    monkeypatch.setattr("airloop.evaluate.fresh_process_predictions", lambda uri, rows: outputs)
+    monkeypatch.setattr("airloop.model.evaluate.fresh_process_predictions", lambda uri, rows: outputs)
     passed, detail = infra_check("models:/m-x", pd.DataFrame(), [0, 1, 1])
     assert not passed and "change when the rows are shuffled" in detail
     outputs["restored"] = [0, 1, 1]
@@ -208,7 +208,7 @@ def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
 def test_vectorised_bootstrap_metrics_equal_sklearn_with_count_weights():
     from sklearn.metrics import average_precision_score, f1_score, log_loss, r2_score, roc_auc_score
 
-    from airloop.evaluate import bootstrap_weights, weighted_metric
+    from airloop.model.evaluate import bootstrap_weights, weighted_metric
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 300)
@@ -233,7 +233,7 @@ def test_vectorised_bootstrap_metrics_equal_sklearn_with_count_weights():
 
 
 def test_champion_check_decides_on_the_lower_confidence_bound_not_the_point_estimate():
-    from airloop.evaluate import champion_check
+    from airloop.model.evaluate import champion_check
 
     cfg = make_cfg("ci_rule")
     lucky = {"improvement": 0.012, "ci": [-0.004, 0.025], "bounds": [-0.002, 0.022], "resamples": 200}
@@ -251,7 +251,7 @@ def test_champion_check_decides_on_the_lower_confidence_bound_not_the_point_esti
 
 
 def test_a_challenger_equal_to_the_champion_keeps_the_champion_unless_tolerated(trained, fast_infra):
-    from airloop.evaluate import evaluate_challenger
+    from airloop.model.evaluate import evaluate_challenger
 
     cfg = make_cfg("gate_tie")
     champion_is(cfg, trained["good"])
@@ -264,7 +264,7 @@ def test_a_challenger_equal_to_the_champion_keeps_the_champion_unless_tolerated(
 
 
 def test_slice_check_fails_on_one_regressed_slice_and_ignores_tiny_ones():
-    from airloop.evaluate import slice_check
+    from airloop.model.evaluate import slice_check
 
     cfg = make_cfg("slices", slice_tolerance=0.05)
     cfg.segment_columns = ["region"]
@@ -287,8 +287,8 @@ def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from airloop.evaluate import evaluate_challenger
-    from airloop.lake import Lake
+    from airloop.model.evaluate import evaluate_challenger
+    from airloop.store.lake import Lake
 
     cfg = parse_pipeline(
         {
@@ -339,8 +339,8 @@ def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, 
 
 
 def test_worse_challenger_fails_the_production_window_too(trained, fast_infra):
-    from airloop.evaluate import evaluate_challenger
-    from airloop.lake import Lake
+    from airloop.model.evaluate import evaluate_challenger
+    from airloop.store.lake import Lake
 
     cfg = parse_pipeline(
         {

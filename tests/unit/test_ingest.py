@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
-from airloop.ingest import IngestError, NoNewData, files_for_batch, ingest_batch, ingest_labels, parse_bytes
-from airloop.lake import Lake
+from airloop.data.ingest import IngestError, NoNewData, files_for_batch, ingest_batch, ingest_labels, parse_bytes
+from airloop.store import lake as lk
+from airloop.store.lake import Lake
 
 CSV = (
     "customer_id,event_time,tenure_months,contract,churned\nC1,2026-01-02 10:00:00,5,one_year,0\n"
@@ -100,7 +100,7 @@ def test_labels_feed_lands_in_labels_zone(tmp_path, pipeline_cfg):
 
 
 def test_simulator_is_deterministic_and_drifts(tmp_path):
-    from airloop.simulate import SimulationSpec, simulate
+    from airloop.demo.simulate import SimulationSpec, simulate
 
     spec = SimulationSpec(history_rows=300, daily_rows=200, days=4, drift_day=3)
     a = simulate(tmp_path / "a", spec)
@@ -172,8 +172,8 @@ def shop(tmp_path, monkeypatch, pipeline_cfg):
 
 def run_gate(cfg, lake) -> tuple[str, Exception | None]:
     """Ingest then validate one batch, as the two DAGs do; returns which stage refused and its error."""
+    from airloop.data.validate import validate_batch
     from airloop.errors import BadInput
-    from airloop.validate import validate_batch
 
     try:
         ingest_batch(cfg, DAY, lake=lake)
@@ -220,7 +220,7 @@ def test_bad_input_fails_clearly_and_nothing_is_lost(shop, case, stage, message)
 
 
 def test_batch_id_escaping_the_lake_is_refused_before_anything_is_written(shop):
-    from airloop.lake import LakeError
+    from airloop.store.lake import LakeError
 
     cfg, landing, lake = shop
     (landing / f"shop_{DAY}.csv").write_bytes((DATA / "good.csv").read_bytes())
@@ -231,8 +231,8 @@ def test_batch_id_escaping_the_lake_is_refused_before_anything_is_written(shop):
 
 
 def test_object_key_escaping_the_lake_is_refused():
-    from airloop.ingest import raw_name
-    from airloop.lake import LakeError
+    from airloop.data.ingest import raw_name
+    from airloop.store.lake import LakeError
 
     assert raw_name("date=2026-01-05/part 1.csv") == ["date=2026-01-05", "part_1.csv"]
     for key in ("../../etc/passwd_2026-01-05.csv", "a/./b.csv", "x/../y.csv"):
@@ -263,7 +263,7 @@ def test_partitioned_folders_and_jsonl(tmp_path, landing, pipeline_cfg):
 
 
 def test_large_batches_stream_through_the_chunked_path(tmp_path, landing, pipeline_cfg, monkeypatch):
-    import airloop.ingest as ingest
+    import airloop.data.ingest as ingest
 
     rows = 5000
     frame = pd.DataFrame(
@@ -291,7 +291,7 @@ def test_large_batches_stream_through_the_chunked_path(tmp_path, landing, pipeli
 
 
 def test_a_failure_mid_stream_leaves_no_half_batch(tmp_path, landing, pipeline_cfg, monkeypatch):
-    import airloop.ingest as ingest
+    import airloop.data.ingest as ingest
 
     good = "customer_id,tenure_months\n" + "".join(f"C{i},{i}\n" for i in range(3000))
     (landing / "t_2026-01-02.csv").write_text(good)
@@ -318,7 +318,7 @@ def test_a_failure_mid_stream_leaves_no_half_batch(tmp_path, landing, pipeline_c
 
 
 def test_a_named_file_that_does_not_exist_is_an_error_not_an_empty_day(tmp_path, pipeline_cfg):
-    from airloop.sources import SourceError
+    from airloop.data.sources import SourceError
 
     cfg = pipeline_cfg((tmp_path / "missing_2026-01-02.csv").as_uri())
     with pytest.raises(SourceError, match=r"missing_2026-01-02\.csv: no such file"):

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
-from airloop.lake import Lake, LakeError
+from airloop.store import lake as lk
+from airloop.store.lake import Lake, LakeError
 
 
 def test_parquet_roundtrip_and_atomic_replace(tmp_path):

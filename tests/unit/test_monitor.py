@@ -1,4 +1,4 @@
-"""airloop.monitor: staleness per champion from the daily verdicts, and the confirmed-drift alert."""
+"""airloop.monitoring.monitor: staleness per champion from the daily verdicts, and the confirmed-drift alert."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from airloop import lake as lk
-from airloop.lake import Lake
+from airloop.store import lake as lk
+from airloop.store.lake import Lake
 
 
 def write_verdict(lake, batch, version, *, live=None, confirmed=False, features=()):
@@ -23,7 +23,7 @@ def write_verdict(lake, batch, version, *, live=None, confirmed=False, features=
 
 
 def test_champion_history_records_days_trend_and_time_to_stale(tmp_path, pipeline_cfg):
-    from airloop.monitor import champion_history
+    from airloop.monitoring.monitor import champion_history
 
     cfg = pipeline_cfg(evaluation={"primary_metric": "roc_auc", "min_value": 0.7})
     lake = Lake("t", root=tmp_path.as_uri())
@@ -53,7 +53,7 @@ def test_champion_history_records_days_trend_and_time_to_stale(tmp_path, pipelin
 
 
 def test_status_shows_staleness_of_the_champion_and_earlier_ones():
-    from airloop.status import render
+    from airloop.monitoring.status import render
 
     staleness = {
         "days_monitored": 4,
@@ -103,7 +103,7 @@ def test_status_shows_staleness_of_the_champion_and_earlier_ones():
 def test_alert_document_and_webhook_post(pipeline_cfg):
     from services import free_port
 
-    from airloop.monitor import alert_document, post_webhook
+    from airloop.monitoring.monitor import alert_document, post_webhook
 
     received = []
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from airloop.config import parse_pipeline
-from airloop.profile import profile_frame, profile_pipeline, render_html
+from airloop.data.profile import profile_frame, profile_pipeline, render_html
 
 
 def cfg_for(task: str = "classification", target: str = "churned"):
@@ -64,7 +64,7 @@ def test_html_is_self_contained():
 def test_profile_is_written_to_the_lake_and_logged_to_mlflow(mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    from airloop import lake as lk
+    from airloop.store import lake as lk
 
     result = profile_pipeline(cfg_for(), frame())
 

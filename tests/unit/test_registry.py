@@ -1,4 +1,4 @@
-"""airloop.registry: register → challenger → champion, with aliases as the truth and stages mirrored."""
+"""airloop.store.registry: register → challenger → champion, with aliases as the truth and stages mirrored."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def models(store):
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from airloop import tracking
-    from airloop.train import log_sklearn_model
+    from airloop.model.train import log_sklearn_model
+    from airloop.store import tracking
 
     exp = tracking.ensure_experiment(make_cfg("reg"))
     rng = np.random.default_rng(0)
@@ -58,7 +58,7 @@ def stage(cfg, version):
 
 
 def test_get_version_is_none_without_model_or_alias(models):
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("nothing_yet")
     assert registry.get_version(cfg, "champion") is None
@@ -72,7 +72,7 @@ def test_get_version_is_none_without_model_or_alias(models):
 def test_register_creates_the_model_once_and_is_idempotent_per_run(models):
     from mlflow.tracking import MlflowClient
 
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("idem")
     uri, run_id = models[0]
@@ -93,7 +93,7 @@ def test_register_creates_the_model_once_and_is_idempotent_per_run(models):
 def test_challenger_then_promote_moves_champion_and_archives_the_old(models):
     from mlflow.tracking import MlflowClient
 
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("lifecycle")
     v1 = registry.register(cfg, *models[0])
@@ -137,7 +137,7 @@ def test_challenger_then_promote_moves_champion_and_archives_the_old(models):
 
 
 def test_promote_unknown_version_is_refused(models):
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("unknown")
     registry.register(cfg, *models[0])
@@ -146,7 +146,7 @@ def test_promote_unknown_version_is_refused(models):
 
 
 def test_load_model_returns_the_champion_and_its_version(models):
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("loading")
     registry.register(cfg, *models[0])
@@ -164,7 +164,7 @@ def test_load_model_returns_the_champion_and_its_version(models):
 
 
 def test_promotions_are_logged_and_rollback_restores_the_previous_champion(models):
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("rollback")
     v1, v2, v3 = (registry.register(cfg, *m) for m in models)
@@ -201,7 +201,7 @@ def test_promotions_are_logged_and_rollback_restores_the_previous_champion(model
 
 
 def test_rollback_without_a_recorded_previous_champion_asks_for_a_version(models):
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("rollback_first")
     with pytest.raises(NothingToDo, match="no champion to roll back from"):
@@ -213,7 +213,8 @@ def test_rollback_without_a_recorded_previous_champion_asks_for_a_version(models
 
 
 def test_cli_rollback_records_the_reason(models, capsys):
-    from airloop import cli, registry
+    from airloop import cli
+    from airloop.store import registry
 
     cfg = make_cfg("cli_rb")
     v1, v2 = (registry.register(cfg, *m) for m in models[:2])
@@ -242,10 +243,10 @@ def test_cli_rollback_records_the_reason(models, capsys):
 def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(models, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from airloop import lake as lk
-    from airloop import registry
-    from airloop.lake import Lake
-    from airloop.score import score_batch
+    from airloop.serving.score import score_batch
+    from airloop.store import lake as lk
+    from airloop.store import registry
+    from airloop.store.lake import Lake
 
     cfg = make_cfg("by_hand")
     v1, v2, v3 = (registry.register(cfg, *m) for m in models)
@@ -275,7 +276,7 @@ def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(mo
 RACER = """
 import json, sys, time
 from pathlib import Path
-from airloop import registry
+from airloop.store import registry
 from airloop.config import parse_pipeline
 
 cfg = parse_pipeline({"name": sys.argv[1], "source": {"uri": "file:///x/*.csv"}, "target": "y",
@@ -299,7 +300,7 @@ def test_racing_promotions_leave_exactly_one_champion_and_a_consistent_log(model
 
     from mlflow.tracking import MlflowClient
 
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("race")
     versions = [registry.register(cfg, *m) for m in models]
@@ -347,7 +348,7 @@ def test_a_promotion_waits_for_the_lock_held_by_another_process(models, tmp_path
     import sys
     import time
 
-    from airloop import registry
+    from airloop.store import registry
 
     cfg = make_cfg("lock")
     v1, v2 = (registry.register(cfg, *m) for m in models[:2])

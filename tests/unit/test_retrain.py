@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
-from airloop.lake import Lake
-from airloop.retrain import check_guards, record_retrain, retrain_log, training_frame, window_batches
+from airloop.model.retrain import check_guards, record_retrain, retrain_log, training_frame, window_batches
+from airloop.store import lake as lk
+from airloop.store.lake import Lake
 
 
 def guards(pipeline_cfg, **retrain):
@@ -70,7 +70,7 @@ def test_window_and_training_frame_join_delayed_labels(tmp_path, pipeline_cfg):
 
 
 def test_no_labels_at_all_is_a_clear_error(tmp_path, pipeline_cfg):
-    from airloop.datasets import DatasetError
+    from airloop.data.datasets import DatasetError
 
     lake = Lake("t", root=tmp_path.as_uri())
     lk.write_parquet(lake.part("validated", "2026-01-01"), pd.DataFrame({"customer_id": ["a"], "x": [1]}))
@@ -92,7 +92,7 @@ def _gate_run(verdict: str) -> str:
     """A finished MLflow run whose gate verdict is ``verdict`` ("blessed" or "rejected")."""
     import mlflow
 
-    from airloop import tracking
+    from airloop.store import tracking
 
     tracking.configure_mlflow()
     with mlflow.start_run() as run:
@@ -111,7 +111,7 @@ def _gate_run(verdict: str) -> str:
 def test_plan_retrain_refuses_by_each_guard_and_force_overrides(
     mlflow_store, tmp_path, pipeline_cfg, earlier, verdicts, day, guard, overrides
 ):
-    from airloop.retrain import RetrainRefused, plan_retrain
+    from airloop.model.retrain import RetrainRefused, plan_retrain
 
     cfg = guards(pipeline_cfg, **overrides)  # cooldown 3 days, 2 retrains per 30 days, stop after 2 failures in a row
     lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-09", "2026-01-10", "2026-01-12", day])
@@ -127,7 +127,7 @@ def test_plan_retrain_refuses_by_each_guard_and_force_overrides(
 
 
 def test_plan_retrain_allows_and_records_when_the_guards_pass(mlflow_store, tmp_path, pipeline_cfg):
-    from airloop.retrain import plan_retrain
+    from airloop.model.retrain import plan_retrain
 
     cfg = guards(pipeline_cfg, window_days=2)
     lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-06"])

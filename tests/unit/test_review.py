@@ -1,4 +1,4 @@
-"""airloop.review: low-confidence served predictions → review queue → reviewers' labels → training data."""
+"""airloop.serving.review: low-confidence served predictions → review queue → reviewers' labels → training data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
-from airloop.lake import Lake
+from airloop.store.lake import Lake
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,9 @@ def reviewed(mlflow_store, tmp_path_factory):
 
 
 def test_low_confidence_predictions_round_trip_into_training_data(reviewed):
-    from airloop import retrain, review
-    from airloop.serve import create_app
+    from airloop.model import retrain
+    from airloop.serving import review
+    from airloop.serving.serve import create_app
 
     cfg, lake = reviewed["cfg"], Lake(reviewed["cfg"].name)
     rows = Lake(cfg.name).read_zone("validated", [reviewed["history"]]).head(6)
@@ -76,7 +77,7 @@ def test_low_confidence_predictions_round_trip_into_training_data(reviewed):
 
 
 def test_labels_for_unknown_ids_or_without_the_target_are_refused(reviewed):
-    from airloop import review
+    from airloop.serving import review
 
     cfg, lake = reviewed["cfg"], Lake(reviewed["cfg"].name)
     with pytest.raises(review.ReviewError, match="missing \\['churned'\\]"):

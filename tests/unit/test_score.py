@@ -1,4 +1,4 @@
-"""airloop.score: batch scoring with the pinned champion version, after the signature and suite checks."""
+"""airloop.serving.score: batch scoring with the pinned champion version, after the signature and suite checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from servekit import churn_cfg, ingest_validated, simulate_small, train_version
 
-from airloop import lake as lk
+from airloop.store import lake as lk
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def scored(mlflow_store, tmp_path_factory):
 
 
 def test_score_batch_writes_traceable_predictions(scored):
-    from airloop.lake import Lake
-    from airloop.score import score_batch
+    from airloop.serving.score import score_batch
+    from airloop.store.lake import Lake
 
     cfg, day = scored["cfg"], scored["day"]
     out = score_batch(cfg, day, run_info={"dag_id": "airloop_scr_score", "run_id": "manual__1"})
@@ -39,8 +39,8 @@ def test_score_batch_writes_traceable_predictions(scored):
 
 
 def test_a_batch_missing_a_signature_column_is_refused_unscored(scored):
-    from airloop.lake import Lake
-    from airloop.score import ScoringInputRefused, score_batch
+    from airloop.serving.score import ScoringInputRefused, score_batch
+    from airloop.store.lake import Lake
 
     cfg, lake = scored["cfg"], Lake(scored["cfg"].name)
     frame = lake.read_zone("validated", [scored["day"]]).drop(columns=["contract"])
@@ -51,8 +51,8 @@ def test_a_batch_missing_a_signature_column_is_refused_unscored(scored):
 
 
 def test_a_batch_failing_the_suite_is_refused_unscored(scored):
-    from airloop.lake import Lake
-    from airloop.score import ScoringInputRefused, score_batch
+    from airloop.serving.score import ScoringInputRefused, score_batch
+    from airloop.store.lake import Lake
 
     cfg, lake = scored["cfg"], Lake(scored["cfg"].name)
     frame = lake.read_zone("validated", [scored["day"]])
@@ -64,7 +64,7 @@ def test_a_batch_failing_the_suite_is_refused_unscored(scored):
 
 
 def test_no_champion_is_nothing_to_do(mlflow_store, tmp_path):
-    from airloop.score import NoChampion, score_batch
+    from airloop.serving.score import NoChampion, score_batch
 
     cfg = churn_cfg("scr_none", tmp_path)
     with pytest.raises(NoChampion, match="no model version has the alias 'champion'"):

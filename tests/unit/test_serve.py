@@ -1,4 +1,4 @@
-"""airloop.serve: MLflow-compatible payloads, 4xx answers that name the field, health and metrics, the lake log,
+"""airloop.serving.serve: MLflow-compatible payloads, 4xx answers that name the field, health and metrics, the lake log,
 shadow mode, and an alias change while clients keep sending requests (none dropped, versions never mixed)."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def expected(cfg, version: str, rows: list[dict]) -> tuple[list, list]:
 
 
 def test_mlflow_payload_formats_give_the_champions_predictions(served):
-    from airloop.serve import create_app
+    from airloop.serving.serve import create_app
 
     cfg = served["cfg"]
     want_pred, want_prob = expected(cfg, served["v1"]["version"], ROWS)
@@ -123,7 +123,7 @@ BAD = [
 
 
 def test_bad_payloads_are_answered_4xx_naming_the_field(served):
-    from airloop.serve import create_app
+    from airloop.serving.serve import create_app
 
     with RunningServer(create_app(served["cfg"], log_requests=False)) as url, httpx.Client(base_url=url) as client:
         for body, ctype, status, message in BAD:
@@ -138,8 +138,8 @@ def test_bad_payloads_are_answered_4xx_naming_the_field(served):
 
 
 def test_health_metrics_and_the_request_log_in_the_lake(served):
-    from airloop.lake import Lake
-    from airloop.serve import create_app, read_serving_log
+    from airloop.serving.serve import create_app, read_serving_log
+    from airloop.store.lake import Lake
 
     cfg = served["cfg"]
     lake = Lake(cfg.name)
@@ -165,9 +165,9 @@ def test_health_metrics_and_the_request_log_in_the_lake(served):
 
 
 def test_shadow_challenger_is_logged_not_returned_and_reported(served):
-    from airloop import registry
-    from airloop.lake import Lake
-    from airloop.serve import create_app, read_serving_log, shadow_report
+    from airloop.serving.serve import create_app, read_serving_log, shadow_report
+    from airloop.store import registry
+    from airloop.store.lake import Lake
 
     cfg = served["cfg"].model_copy(update={"serving": served["cfg"].serving.model_copy(update={"shadow": True})})
     registry.set_challenger(cfg, served["v2"]["version"])
@@ -194,8 +194,8 @@ def test_shadow_challenger_is_logged_not_returned_and_reported(served):
 
 
 def test_alias_change_while_serving_drops_no_request(served):
-    from airloop import registry
-    from airloop.serve import create_app
+    from airloop.serving.serve import create_app
+    from airloop.store import registry
 
     cfg, v1, v2 = served["cfg"], served["v1"]["version"], served["v2"]["version"]
     registry.promote(cfg, v1, reason="reset", actor="tester")
@@ -237,8 +237,8 @@ def test_compiled_path_matches_the_pipeline_and_refuses_what_it_cannot_reproduce
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from airloop.config import CandidateConfig
-    from airloop.serve import Column, compile_pipeline
-    from airloop.train import build_pipeline
+    from airloop.model.train import build_pipeline
+    from airloop.serving.serve import Column, compile_pipeline
 
     rng = np.random.default_rng(1)
     n = 300

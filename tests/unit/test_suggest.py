@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from airloop.config import parse_pipeline
-from airloop.suggest import SuggestError, suggest_suite, write_suite
-from airloop.validate import CRITICAL, WARNING, load_suite, validate_frame
+from airloop.data.suggest import SuggestError, suggest_suite, write_suite
+from airloop.data.validate import CRITICAL, WARNING, load_suite, validate_frame
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

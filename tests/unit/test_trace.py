@@ -1,4 +1,4 @@
-"""airloop.trace: from a served (and a batch-scored) prediction back to the model, its run, its data batches
+"""airloop.monitoring.trace: from a served (and a batch-scored) prediction back to the model, its run, its data batches
 with their fingerprints and validation reports, the git sha, the DAG runs and the promotion record."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def chain(mlflow_store, tmp_path_factory):
 
 
 def check_chain(doc, ctx):
-    from airloop import tracking
+    from airloop.store import tracking
 
     cfg, history = ctx["cfg"], ctx["history"]
     assert (doc["model"]["name"], doc["model"]["version"]) == ("airloop-trc", ctx["v1"]["version"])
@@ -45,8 +45,8 @@ def check_chain(doc, ctx):
 
 
 def test_trace_a_served_prediction_back_to_its_data(chain):
-    from airloop import trace
-    from airloop.serve import create_app
+    from airloop.monitoring import trace
+    from airloop.serving.serve import create_app
 
     with RunningServer(create_app(chain["cfg"])) as url:
         pid = httpx.post(f"{url}/invocations", json={"instances": [ROW]}).json()["prediction_ids"][0]
@@ -59,8 +59,8 @@ def test_trace_a_served_prediction_back_to_its_data(chain):
 
 
 def test_trace_a_batch_scored_prediction_names_the_scoring_run_and_its_batch(chain):
-    from airloop import trace
-    from airloop.score import score_batch
+    from airloop.monitoring import trace
+    from airloop.serving.score import score_batch
 
     day = chain["written"]["days"][0]
     ingest_validated(chain["cfg"], day, run_info={"dag_id": "airloop_trc_validate", "run_id": f"manual__{day}"})
@@ -73,7 +73,7 @@ def test_trace_a_batch_scored_prediction_names_the_scoring_run_and_its_batch(cha
 
 
 def test_bad_and_unknown_prediction_ids(chain):
-    from airloop import trace
+    from airloop.monitoring import trace
 
     with pytest.raises(trace.TraceError, match="expected PIPELINE:BATCH:ID"):
         trace.trace("no-colons", chain["cfg"])

@@ -1,4 +1,4 @@
-"""airloop.train: the split, the candidate pipelines, one MLflow run per candidate, the choice of the best."""
+"""airloop.model.train: the split, the candidate pipelines, one MLflow run per candidate, the choice of the best."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airloop import lake as lk
 from airloop.config import CandidateConfig, parse_pipeline
-from airloop.datasets import BATCH_COLUMN, fingerprint
+from airloop.data.datasets import fingerprint
 from airloop.errors import BadInput
+from airloop.store import lake as lk
+from airloop.store.lake import BATCH_COLUMN
 
 LR = {"name": "lr", "estimator": "logistic_regression", "params": {"max_iter": 300}, "search_space": {"C": [0.1, 1.0]}}
 
@@ -60,7 +61,7 @@ def make_frame(n=300, seed=0, kind="binary"):
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_every_default_candidate_scores_raw_rows_with_unseen_category_and_nan(task):
-    from airloop.train import build_pipeline, default_candidates
+    from airloop.model.train import build_pipeline, default_candidates
 
     frame = make_frame(kind="binary" if task == "classification" else "regression")
     X, y = frame.drop(columns="y"), frame["y"]
@@ -89,7 +90,7 @@ def test_every_default_candidate_scores_raw_rows_with_unseen_category_and_nan(ta
 
 
 def test_estimator_seeded_and_full_import_path():
-    from airloop.train import build_pipeline
+    from airloop.model.train import build_pipeline
 
     cand = CandidateConfig(name="tree", estimator="sklearn.tree.DecisionTreeClassifier", params={"max_depth": 3})
     model = build_pipeline(cand, ["x1"], [], seed=7)
@@ -98,7 +99,7 @@ def test_estimator_seeded_and_full_import_path():
 
 
 def test_unknown_estimator_names_candidate_and_what_was_expected():
-    from airloop.train import build_pipeline
+    from airloop.model.train import build_pipeline
 
     with pytest.raises(BadInput, match=r"candidate 'mystery'.*unknown estimator 'xgb_magic'.*expected"):
         build_pipeline(CandidateConfig(name="mystery", estimator="xgb_magic"), ["x1"], [], seed=0)
@@ -112,7 +113,7 @@ def test_unknown_estimator_names_candidate_and_what_was_expected():
 
 
 def test_time_aware_split_puts_the_latest_rows_in_test(tmp_path):
-    from airloop.train import prepare_split
+    from airloop.model.train import prepare_split
 
     frame = make_frame(n=200)
     frame["event_time"] = pd.date_range("2026-01-01", periods=200, freq="h")
@@ -128,7 +129,7 @@ def test_time_aware_split_puts_the_latest_rows_in_test(tmp_path):
 
 
 def test_batch_id_orders_time_when_there_is_no_event_time(tmp_path):
-    from airloop.train import prepare_split
+    from airloop.model.train import prepare_split
 
     frame = make_frame(n=200)
     frame[BATCH_COLUMN] = np.repeat([f"2026-01-{d:02d}" for d in range(1, 11)], 20)
@@ -140,7 +141,7 @@ def test_batch_id_orders_time_when_there_is_no_event_time(tmp_path):
 
 
 def test_stratified_split_and_reference_sample_otherwise(tmp_path):
-    from airloop.train import prepare_split
+    from airloop.model.train import prepare_split
 
     frame = make_frame(n=300)
     cfg = make_cfg(monitoring={"reference_rows": 100})
@@ -160,7 +161,7 @@ def test_stratified_split_and_reference_sample_otherwise(tmp_path):
 
 
 def test_too_few_rows_or_a_single_class_name_the_target(tmp_path):
-    from airloop.train import prepare_split, train_candidate
+    from airloop.model.train import prepare_split, train_candidate
 
     with pytest.raises(BadInput, match=r"at least 20 labeled rows in target column 'y', found 10"):
         prepare_split(make_cfg(), make_frame(n=10), tmp_path.as_uri())
@@ -178,7 +179,7 @@ def test_too_few_rows_or_a_single_class_name_the_target(tmp_path):
 
 
 def test_compute_metrics_and_directions():
-    from airloop.train import METRIC_DIRECTIONS, compute_metrics, greater_is_better
+    from airloop.model.train import METRIC_DIRECTIONS, compute_metrics, greater_is_better
 
     y = np.array([0, 0, 1, 1])
     proba = np.array([0.1, 0.4, 0.35, 0.8])
@@ -199,7 +200,7 @@ def test_compute_metrics_and_directions():
 
 @pytest.fixture(scope="module")
 def binary_split(store):
-    from airloop.train import prepare_split
+    from airloop.model.train import prepare_split
 
     return prepare_split(make_cfg(), make_frame(n=300), (store / "split").as_uri())
 
@@ -208,8 +209,8 @@ def test_train_candidate_logs_one_reproducible_run(store, binary_split):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from airloop import tracking
-    from airloop.train import train_candidate
+    from airloop.model.train import train_candidate
+    from airloop.store import tracking
 
     cfg = make_cfg()
     tracking.configure_mlflow()
@@ -265,7 +266,7 @@ def test_train_candidate_logs_one_reproducible_run(store, binary_split):
 
 @pytest.mark.parametrize("kind", ["regression", "multiclass"])
 def test_regression_and_multiclass_metrics(store, kind):
-    from airloop.train import prepare_split, train_candidate
+    from airloop.model.train import prepare_split, train_candidate
 
     task = "regression" if kind == "regression" else "classification"
     cand = {"name": "ridge", "estimator": "ridge"} if task == "regression" else LR
@@ -285,8 +286,8 @@ def test_regression_and_multiclass_metrics(store, kind):
 def test_select_best_respects_metric_direction(store):
     from mlflow.tracking import MlflowClient
 
-    from airloop import tracking
-    from airloop.train import select_best
+    from airloop.model.train import select_best
+    from airloop.store import tracking
 
     tracking.configure_mlflow()
     client = MlflowClient()
@@ -314,7 +315,7 @@ def test_select_best_respects_metric_direction(store):
 def test_lineage_tags_and_run_url(store, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from airloop import tracking
+    from airloop.store import tracking
 
     outside = tracking.lineage_tags(None)
     assert set(outside) == {"airloop.git_sha", "airloop.uv_lock_sha256"}
@@ -331,10 +332,10 @@ def test_lineage_tags_and_run_url(store, monkeypatch):
 def test_cloudpickle_fallback_is_loud_and_loadable(store, monkeypatch, caplog):
     import mlflow
 
-    from airloop import tracking
-    from airloop.train import build_pipeline, log_sklearn_model
+    from airloop.model.train import build_pipeline, log_sklearn_model
+    from airloop.store import tracking
 
-    monkeypatch.setattr("airloop.train._SKOPS_TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"
+    monkeypatch.setattr("airloop.model.train._SKOPS_TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"
     frame = make_frame(n=60)
     model = build_pipeline(CandidateConfig(**LR), ["x1", "x2", "n_int"], ["color"], seed=0).fit(
         frame.drop(columns="y"), frame["y"]
@@ -349,7 +350,7 @@ def test_cloudpickle_fallback_is_loud_and_loadable(store, monkeypatch, caplog):
 def test_same_data_version_and_seed_give_the_same_split_and_metrics(store):
     """Reproducibility: the split is frozen per data version, and a seeded forest retrained on it scores the
     same; another seed does not (so the test can tell)."""
-    from airloop.train import prepare_split, train_candidate
+    from airloop.model.train import prepare_split, train_candidate
 
     rf = {"name": "rf", "estimator": "random_forest", "params": {"n_estimators": 15, "n_jobs": 1}}
     rf["search_space"] = {"max_depth": [3, 6, None], "min_samples_leaf": [1, 3]}

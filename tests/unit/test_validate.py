@@ -1,4 +1,4 @@
-"""Code tests of airloop.validate: the GX gate between staged and validated data."""
+"""Code tests of airloop.data.validate: the GX gate between staged and validated data."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ import pandas as pd
 import pytest
 
 from airloop.config import PipelineConfig, parse_pipeline
-from airloop.datasets import BATCH_COLUMN
-from airloop.errors import BadInput
-from airloop.lake import Lake, exists, list_uris, read_json, read_parquet, write_json, write_parquet
-from airloop.settings import REPO_ROOT
-from airloop.validate import (
+from airloop.data.validate import (
     BatchQuarantined,
     SuiteError,
     ValidationOutcome,
@@ -22,6 +18,9 @@ from airloop.validate import (
     validate_batch,
     validate_frame,
 )
+from airloop.errors import BadInput
+from airloop.settings import REPO_ROOT
+from airloop.store.lake import BATCH_COLUMN, Lake, exists, list_uris, read_json, read_parquet, write_json, write_parquet
 
 BATCH = "2026-01-05"
 pytestmark = pytest.mark.usefixtures("mlflow_store")
@@ -381,7 +380,7 @@ def test_scoring_check_ignores_the_target_but_catches_skew(no_suites):
 
 
 def test_replay_after_the_suite_is_fixed_moves_the_batch_to_validated(lake, no_suites):
-    from airloop.validate import NotQuarantined
+    from airloop.data.validate import NotQuarantined
 
     suite = {
         "name": "shop",

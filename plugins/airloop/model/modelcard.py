@@ -1,0 +1,142 @@
+"""Model cards: one Markdown page per evaluated model (intended use, data, metrics, slices, gate verdict,
+lineage), logged as ``model_card.md`` on the model's MLflow run and, for a registered version, set as the
+version's description with a tag ``airloop.model_card`` pointing at the artifact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airloop.config import PipelineConfig
+
+DESCRIPTION_LIMIT = 4900  # MLflow's SQL stores keep at most 5000 characters of a version description
+CARD_PATH = "model_card.md"
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return lines
+
+
+def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
+    """The card of the model trained in ``run`` (an MLflow Run), judged by ``verdict``
+    (:func:`airloop.model.evaluate.evaluate_challenger`). Returns Markdown."""
+    tags, params = run.data.tags, run.data.params
+    version = verdict.get("version")
+    who = f"{cfg.registered_model_name} v{version}" if version else f"{cfg.registered_model_name} candidate"
+    metric = verdict["metric"]
+    lines = [f"# Model card: {who}", ""]
+    lines += [
+        "## Intended use",
+        "",
+        f"{cfg.description or 'No description in the pipeline YAML.'}",
+        "",
+        f"- Task: {cfg.task}, predicting `{cfg.target}` for one row of the pipeline `{cfg.name}`"
+        + (f" (entity `{cfg.id_column}`)" if cfg.id_column else "")
+        + ".",
+        f"- Decision metric: `{metric}`; minimum acceptable value: {fmt(cfg.evaluation.min_value)}; "
+        f"tolerance against the champion: {cfg.evaluation.tolerance:g}; slice tolerance: "
+        f"{cfg.evaluation.slice_tolerance:g}.",
+        "- Scores raw rows with the training columns (missing values and unseen categories are handled).",
+        "- Not for: rows from another population than the training data, or use after drift is confirmed "
+        "without a retrain (the monitor DAG watches for that).",
+        "",
+        "## Model",
+        "",
+        f"- Candidate `{tags.get('airloop.candidate', '?')}`: `{params.get('estimator', '?')}`, serialized with "
+        f"{tags.get('airloop.serialization', '?')}.",
+        f"- Parameters: {', '.join(f'{k}={v}' for k, v in sorted(params.items()) if k not in _BOOKKEEPING) or '-'}",
+        f"- Search: {params.get('n_iter', '?')} draws, {params.get('cv_folds', '?')}-fold CV, seed "
+        f"{params.get('seed', '?')}.",
+        "",
+        "## Data",
+        "",
+        f"- Training rows: {params.get('n_train', '?')} from `{tags.get('airloop.train_uri', '?')}`",
+        f"- Frozen holdout: {params.get('n_test', '?')} rows from `{verdict.get('holdout_uri')}` "
+        f"({tags.get('airloop.split', '?')} split)",
+        f"- Data fingerprint (sha256): `{tags.get('airloop.data_fingerprint', '?')}`",
+        "",
+        "## Metrics (frozen holdout)",
+        "",
+    ]
+    cv = run.data.metrics.get(f"cv_{metric}")
+    rows = [[k, v] for k, v in sorted(verdict.get("metrics", {}).items())]
+    if cv is not None:
+        rows.insert(0, [f"cv_{metric}", cv])
+    lines += _table(["metric", "value"], rows)
+    if verdict.get("champion_metric") is not None:
+        ci = verdict.get("ci")
+        shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "not available"
+        lines += [
+            "",
+            f"Against champion v{verdict['champion_version']} on the same holdout: {metric} "
+            f"{fmt(verdict['challenger_metric'])} vs {fmt(verdict['champion_metric'])}; improvement "
+            f"{fmt(verdict.get('improvement'))}, 95% bootstrap CI {shown}.",
+        ]
+    window = verdict.get("production_window")
+    if window and "skipped" not in window:
+        lines += [
+            "",
+            f"Latest labeled production window ({window['rows']} rows, {', '.join(window['batches'])}): "
+            f"{metric} {fmt(window['challenger'])} vs champion {fmt(window['champion'])}.",
+        ]
+    lines += ["", "## Slices", ""]
+    slices = [s for s in verdict.get("slices", []) if not s.get("missing")]
+    if slices:
+        lines += _table(
+            ["segment", "value", "rows", metric, "champion", "improvement", "judged"],
+            [
+                [s["column"], s["value"], s["rows"], s["challenger"], s["champion"], s["improvement"], s["judged"]]
+                for s in slices
+            ],
+        )
+    else:
+        lines.append("No `segment_columns` declared in the pipeline YAML.")
+    lines += [
+        "",
+        f"## Gate verdict: {'BLESSED' if verdict['blessed'] else 'REJECTED'}",
+        "",
+        *[f"- {r}" for r in verdict.get("reasons", [])],
+        "",
+        f"Full verdict: `{verdict.get('verdict_uri')}`.",
+        "",
+        "## Lineage",
+        "",
+        f"- MLflow run: [{run.info.run_id}]({verdict.get('run_url')})",
+        f"- Code: git `{tags.get('airloop.git_sha', '?')}`, uv.lock sha256 `{tags.get('airloop.uv_lock_sha256', '?')}`",
+        f"- Airflow: dag `{tags.get('airflow.dag_id', '-')}`, run `{tags.get('airflow.run_id', '-')}`, try "
+        f"{tags.get('airflow.try_number', '-')}",
+        f"- Plots: {', '.join(f'`{p}`' for p in verdict.get('plots', [])) or '-'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_BOOKKEEPING = {"candidate", "estimator", "cv_folds", "n_iter", "seed", "n_train", "n_test"}
+
+
+def publish(client: Any, cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
+    """Log the card to the run (``model_card.md``) and, when a version was registered, make it the version's
+    description and tag ``airloop.model_card``. Returns the artifact URI."""
+    card = render(cfg, run, verdict)
+    run_id = run.info.run_id
+    client.log_text(run_id, card, CARD_PATH)
+    uri = f"runs:/{run_id}/{CARD_PATH}"
+    version = verdict.get("version")
+    if version:
+        name = cfg.registered_model_name
+        description = card
+        if len(description) > DESCRIPTION_LIMIT:
+            description = card[: DESCRIPTION_LIMIT - 80] + f"\n\n(truncated; the full card is `{uri}`)\n"
+        client.update_model_version(name, str(version), description=description)
+        client.set_model_version_tag(name, str(version), "airloop.model_card", uri)
+    return uri

@@ -1,0 +1,159 @@
+"""``airloop status``: per pipeline, the champion and its metrics, the last run of each DAG, the last drift
+verdict. The JSON form is stable (``schema_version``) and documented in docs/status.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airloop.config import PipelineConfig
+from airloop.store.lake import Lake
+
+SCHEMA_VERSION = 1
+STALENESS_KEYS = ("days_monitored", "live_metric", "live", "trend", "trend_per_day", "stale_on", "days_to_stale")
+STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
+
+
+def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
+    from mlflow.tracking import MlflowClient
+
+    from airloop.store import registry
+
+    mv = registry.get_version(cfg, alias)
+    if mv is None:
+        return None
+    run = MlflowClient().get_run(mv.run_id)
+    promoted_at = mv.tags.get("airloop.promoted_at")
+    days = None
+    if promoted_at:
+        days = round((dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(promoted_at)).total_seconds() / 86400, 2)
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "candidate": run.data.tags.get("airloop.candidate"),
+        "metrics": {k: round(v, 5) for k, v in sorted(run.data.metrics.items())},
+        "promoted_at": promoted_at,
+        "promoted_by": mv.tags.get("airloop.promoted_by"),
+        "days_in_production": days,
+    }
+
+
+def _dag_runs(cfg: PipelineConfig) -> dict:
+    """The last run of each stage DAG from Airflow's metadata DB (None where it never ran)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    out: dict[str, dict | None] = {}
+    with create_session() as session:
+        for stage in STAGES:
+            dag_id = cfg.dag_id(stage)
+            run = session.scalars(
+                select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+            ).first()
+            out[stage] = (
+                None
+                if run is None
+                else {
+                    "dag_id": dag_id,
+                    "run_id": run.run_id,
+                    "state": str(run.state).split(".")[-1].lower(),
+                    "start": run.start_date.isoformat() if run.start_date else None,
+                    "end": run.end_date.isoformat() if run.end_date else None,
+                }
+            )
+    return out
+
+
+def pipeline_status(cfg: PipelineConfig) -> dict:
+    from airloop.model import retrain
+    from airloop.monitoring import monitor
+
+    lake = Lake(cfg.name)
+    verdict = monitor.last_verdict(lake)
+    champion = _version_info(cfg, "champion")
+    history = monitor.champion_history(cfg, lake)
+    if champion is not None:
+        mine = next((h for h in history if h["model_version"] == champion["version"]), None)
+        champion["staleness"] = None if mine is None else {k: mine[k] for k in STALENESS_KEYS}
+    return {
+        "registered_model": cfg.registered_model_name,
+        "experiment": cfg.experiment_name,
+        "source_file": cfg.source_file,
+        "champion": champion,
+        "challenger": _version_info(cfg, "challenger"),
+        "dag_runs": _dag_runs(cfg),
+        "drift": None
+        if verdict is None
+        else {
+            k: verdict.get(k)
+            for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri", "model_version")
+        },
+        "retrains": retrain.retrain_log(lake),
+        "staleness": history,
+        "lake_uri": lake.root,
+    }
+
+
+def collect(pipelines: dict[str, PipelineConfig]) -> dict:
+    """The whole status document (see docs/status.md)."""
+    from airloop import settings
+    from airloop.store import tracking
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "tracking_uri": tracking.configure_mlflow(),
+        "lake_uri": settings.lake_uri(),
+        "airloop_home": str(settings.airloop_home()),
+        "pipelines": {name: pipeline_status(cfg) for name, cfg in sorted(pipelines.items())},
+    }
+
+
+def render(doc: dict) -> str:
+    """The human-readable form of :func:`collect`."""
+    lines = [f"MLflow: {doc['tracking_uri']}", f"Lake:   {doc['lake_uri']}", ""]
+    for name, p in doc["pipelines"].items():
+        champ = p["champion"]
+        lines.append(f"pipeline {name}  (model {p['registered_model']})")
+        if champ:
+            shown = {k: v for k, v in champ["metrics"].items() if k.startswith("test_") or k.startswith("cv_")}
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:5])
+            lines.append(
+                f"  champion  v{champ['version']} ({champ['candidate']}), promoted {champ['promoted_at']}"
+                f" by {champ['promoted_by']}; {metrics}"
+            )
+            st = champ.get("staleness")
+            if st:
+                last = f"{st['live'][-1][1]:.4f} on {st['live'][-1][0]}" if st["live"] else "no labels yet"
+                lines.append(
+                    f"  staleness {st['days_monitored']} day(s) monitored; {st['live_metric']} {last}, trend "
+                    f"{st['trend'] or 'n/a'}"
+                    + (f" ({st['trend_per_day']:+.4f}/day)" if st["trend_per_day"] is not None else "")
+                    + (
+                        f"; stale on {st['stale_on']} after {st['days_to_stale']} day(s)"
+                        if st["stale_on"]
+                        else "; fresh"
+                    )
+                )
+        else:
+            lines.append("  champion  none yet")
+        for stage, run in p["dag_runs"].items():
+            lines.append(f"  {stage:9} " + (f"{run['state']:8} {run['run_id']}" if run else "never ran"))
+        d = p["drift"]
+        if d:
+            feats = ", ".join(d["drifted_features"][:5]) or "-"
+            lines.append(f"  drift     {d['batch_id']}: {d['status']} (confirmed: {d['confirmed']}); features: {feats}")
+            lines.append(f"            report: {d['report_uri']}")
+        else:
+            lines.append("  drift     not monitored yet")
+        lines.append(f"  retrains  {len(p['retrains'])}")
+        for h in p.get("staleness") or []:
+            if champ and h["model_version"] == champ["version"]:
+                continue
+            lines.append(
+                f"  earlier   v{h['model_version']}: served {h['first_batch']}..{h['last_batch']}, "
+                + (f"stale after {h['days_to_stale']} day(s) ({h['stale_reason']})" if h["stale_on"] else "never stale")
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Batch scoring: score a validated batch with the current champion and write predictions to the lake.
+
+Each prediction row carries a prediction id, the model version, the batch id and a timestamp, so any
+prediction can be traced back to the model, its training run and its data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from airloop.config import PipelineConfig
+from airloop.errors import BadInput, NothingToDo
+from airloop.store import lake as lk
+from airloop.store import models
+from airloop.store.lake import BATCH_COLUMN, Lake
+
+
+class NoChampion(NothingToDo):
+    """There is no champion to score with yet."""
+
+
+def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame) -> pd.DataFrame:
+    """Predictions for raw rows: ``prediction`` and, for classifiers, ``probability`` of the predicted class
+    (``score``: probability of the positive class for binary problems)."""
+    out = pd.DataFrame(index=frame.index)
+    out["prediction"] = model.predict(frame)
+    if cfg.task == "classification" and hasattr(model, "predict_proba"):
+        proba = model.predict_proba(frame)
+        out["probability"] = proba.max(axis=1)
+        if proba.shape[1] == 2:
+            out["score"] = proba[:, 1]
+    return out
+
+
+def prediction_ids(cfg: PipelineConfig, frame: pd.DataFrame, batch_id: str) -> pd.Series:
+    """Stable ids: ``{pipeline}:{batch}:{id}`` with the id column, else the row number in the batch."""
+    keys = (
+        frame[cfg.id_column].astype(str)
+        if cfg.id_column in frame.columns
+        else pd.Series(np.arange(len(frame)).astype(str), index=frame.index)
+    )
+    return f"{cfg.name}:{batch_id}:" + keys
+
+
+class ScoringInputRefused(BadInput):
+    """A batch that does not match the model's signature or the pipeline's suite; nothing was scored."""
+
+
+def check_inputs(cfg: PipelineConfig, frame: pd.DataFrame, model_uri: str, batch_id: str) -> dict:
+    """Check rows about to be scored against the model signature (required columns present) and the GX suite
+    (``validate.check_scoring_frame``). Returns {"signature_columns", "suite", "warnings"}; raises
+    ScoringInputRefused naming the columns or the failed expectations."""
+    import mlflow
+
+    from airloop.data import validate
+
+    signature = mlflow.models.get_model_info(model_uri).signature
+    required = []
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        required = [s.name for s in signature.inputs.inputs if getattr(s, "required", True)]
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ScoringInputRefused(
+                f"batch {batch_id} of {cfg.name!r}: columns {missing} required by the signature of {model_uri} "
+                f"are missing (found {sorted(map(str, frame.columns))}); nothing was scored"
+            )
+    outcome = validate.check_scoring_frame(cfg, frame)
+    if not outcome.success:
+        failures = "\n".join(f"  - {validate.describe_failure(f, 'critical')}" for f in outcome.critical)
+        raise ScoringInputRefused(
+            f"batch {batch_id} of {cfg.name!r}: {len(outcome.critical)} critical expectation(s) of suite "
+            f"{outcome.suite_name!r} failed on the rows to score; nothing was scored:\n{failures}"
+        )
+    return {"signature_columns": len(required), "suite": outcome.suite_name, "warnings": len(outcome.warnings)}
+
+
+def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None) -> dict:
+    """Score ``validated/date=batch_id`` with the champion; returns {"batch_id","rows","model_version","uri",
+    "checks","summary"}.
+
+    The rows are first checked against the model signature and the suite (:func:`check_inputs`). Raises
+    NoChampion when no version holds the alias ``champion``. A rerun replaces the batch's predictions.
+    """
+
+    from airloop.store import registry, tracking
+
+    lake = lake or Lake(cfg.name)
+    tracking.configure_mlflow()
+    champion = registry.get_version(cfg, "champion")
+    if champion is None:
+        raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
+    # Pin the version read above: the alias may move while this batch is scored.
+    model_uri = models.version_uri(cfg, champion.version)
+    frame = lk.read_parquet(lake.part("validated", batch_id))
+    features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
+    checks = check_inputs(cfg, features, model_uri, batch_id)
+    model = models.load_uri(model_uri)
+    preds = predict_frame(cfg, model, features)
+    keep = [c for c in (cfg.id_column, cfg.event_time_column) if c and c in frame.columns]
+    out = pd.concat([frame[keep], preds], axis=1)
+    out.insert(0, "prediction_id", prediction_ids(cfg, frame, batch_id))
+    out["model_version"] = str(champion.version)
+    out["model_run_id"] = champion.run_id
+    out[BATCH_COLUMN] = batch_id
+    out["scored_at"] = dt.datetime.now(dt.UTC).isoformat()
+    info = run_info or {}
+    out["airflow_dag_id"] = info.get("dag_id")
+    out["airflow_run_id"] = info.get("run_id")
+    uri = lk.write_parquet(lake.part("predictions", batch_id), out)
+    summary = (
+        f"Scored {len(out)} rows of {batch_id} with {model_uri} (checked against its signature and suite "
+        f"{checks['suite']!r}: {checks['warnings']} warning(s)); wrote {uri}"
+    )
+    return {
+        "batch_id": batch_id,
+        "rows": len(out),
+        "model_version": str(champion.version),
+        "uri": uri,
+        "checks": checks,
+        "summary": summary,
+    }
