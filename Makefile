@@ -4,8 +4,11 @@ export AIRLOOP_HOME ?= $(CURDIR)/.airloop
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
+# Browser tests drive Debian's Chromium through Playwright (Playwright cannot download its own browsers here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-fast lint format ui mlflow-ui status bench up down clean
+.PHONY: install browser demo test test-fast lint format ui mlflow-ui status bench up down clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -14,10 +17,17 @@ PYTEST_ARGS ?=
 
 install: .venv/.installed
 
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
+
 demo: install  ## the whole loop on simulated data, through Airflow (about 2 minutes)
 	.venv/bin/airloop demo
 
-test: install  ## the whole test suite, as CI runs it
+test: install $(CHROMIUM)  ## the whole test suite, as CI runs it
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -46,8 +46,9 @@ def train_demo_model(home: Path) -> tuple[str, str, dict]:
     from airloop.data.ingest import ingest_batch
     from airloop.data.validate import validate_batch
     from airloop.demo.simulate import SimulationSpec, simulate
-    from airloop.model import retrain
-    from airloop.model.train import candidates, select_best, train_candidate
+    from airloop.model.candidates import candidate_names
+    from airloop.model.plan import plan_initial, prepare_training
+    from airloop.model.train import select_best, train_candidate
     from airloop.store import registry
     from airloop.store.lake import Lake
 
@@ -57,8 +58,8 @@ def train_demo_model(home: Path) -> tuple[str, str, dict]:
     ingest_batch(cfg, day)
     validate_batch(cfg, day)
     lake = Lake(cfg.name)
-    split = retrain.prepare_training(cfg, lake, retrain.plan_initial(cfg, lake, day))
-    best = select_best(cfg, [train_candidate(cfg, c.name, split) for c in candidates(cfg)])
+    split = prepare_training(cfg, lake, plan_initial(cfg, lake, day))
+    best = select_best(cfg, [train_candidate(cfg, name, split) for name in candidate_names(cfg)])
     version = registry.register(cfg, best["model_uri"], best["run_id"])
     registry.promote(cfg, version, reason="benchmark", actor="bench")
     row = lake.read_zone("validated", [day]).iloc[0]

@@ -19,16 +19,16 @@ def training_tasks(cfg, plan, trained):
 
     @task
     def prepare(plan: dict) -> dict:
-        from airloop.model import retrain
+        from airloop.model import plan as stage
         from airloop.store.lake import Lake
 
-        return call(retrain.prepare_training, cfg, Lake(cfg.name), plan)
+        return call(stage.prepare_training, cfg, Lake(cfg.name), plan)
 
     @task
     def candidates() -> list[str]:
-        from airloop.model.train import default_candidates
+        from airloop.model.candidates import candidate_names
 
-        return [c.name for c in (cfg.training.candidates or default_candidates(cfg.task))]
+        return candidate_names(cfg)
 
     @task(map_index_template="{{ task.op_kwargs['candidate'] }}")
     def train_candidate(candidate: str, split: dict, **context) -> dict:
@@ -38,12 +38,10 @@ def training_tasks(cfg, plan, trained):
 
     @task(outlets=[trained])
     def select_best(results: list[dict], split: dict, **context) -> dict:
-        from airloop.model import retrain, train
+        from airloop.model import plan as stage
         from airloop.store.lake import Lake
 
-        best = call(train.select_best, cfg, list(results))
-        if split["plan"]["kind"] == "retrain":
-            retrain.finish_retrain(Lake(cfg.name), split["plan"]["batch_id"], best["run_id"])
+        best = call(stage.finish_training, cfg, Lake(cfg.name), split, list(results))
         context["outlet_events"][trained].extra = {"train_run_id": best["run_id"]}
         return best
 
@@ -68,11 +66,11 @@ def model_dags(cfg) -> None:
     def train_dag():
         @task
         def plan(**context) -> dict:
-            from airloop.model import retrain
+            from airloop.model import plan as stage
             from airloop.store.lake import Lake
 
             last = batch_ids(context, validated)[-1]
-            return call(retrain.plan_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
+            return call(stage.plan_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
 
         training_tasks(cfg, plan(), trained)
 
@@ -89,11 +87,11 @@ def model_dags(cfg) -> None:
     def retrain_dag():
         @task
         def guarded_plan(**context) -> dict:
-            from airloop.model import retrain
+            from airloop.model import plan as stage
             from airloop.store.lake import Lake
 
             last = batch_ids(context, drift)[-1]
-            return call(retrain.plan_retrain, cfg, Lake(cfg.name), last, force=context["params"]["force"])
+            return call(stage.plan_retrain, cfg, Lake(cfg.name), last, force=context["params"]["force"])
 
         training_tasks(cfg, guarded_plan(), trained)
 

@@ -69,13 +69,12 @@ def release_dags(cfg) -> None:
     def promote_dag():
         @task
         def promote(**context) -> dict:
-            from airloop.store import registry
+            from airloop.model import promotion
 
             version = str(trigger_extra(context, challenger, "version"))
             decision = approval_decision(context, "approve") if approval else None
-            actor = decision["approved_by"] if decision else "airloop-gate"
-            reason = context["params"]["reason"] or ("approved in Airflow" if decision else "blessed by the gate")
-            return call(registry.promote, cfg, version, reason=reason, actor=actor, approval=decision)
+            reason = context["params"]["reason"]
+            return call(promotion.promote_challenger, cfg, version, reason=reason, approval=decision)
 
         if not approval:
             promote()
@@ -89,13 +88,12 @@ def release_dags(cfg) -> None:
 
         @task(trigger_rule="all_done")
         def record_rejection(**context) -> dict | None:
-            from airloop.store import registry
+            from airloop.model import promotion
 
             decision = approval_decision(context, "approve")
-            if decision is None or decision["decision"] == "Approve":
-                return None
-            version = str(trigger_extra(context, challenger, "version"))
-            return call(registry.record_rejection, cfg, version, decision)
+            # No decision (the approval never ran): nothing to record, and the version may not be known.
+            version = str(trigger_extra(context, challenger, "version")) if decision else ""
+            return call(promotion.record_if_rejected, cfg, version, decision)
 
         gate = approval_task(cfg, "evidence")
         evidence() >> gate >> promote() >> record_rejection()

@@ -61,7 +61,7 @@ def ingest_validated(cfg, batch_id: str, run_info: dict | None = None) -> None:
 def train_version(cfg, batch_id: str, *, promote: bool = True, actor: str = "tester", seed: int | None = None) -> dict:
     """Train on every validated batch up to ``batch_id``, register, and (by default) promote; returns
     {"version", "run_id", "split"}."""
-    from airloop.model import retrain
+    from airloop.model.plan import plan_initial, prepare_training
     from airloop.model.train import train_candidate
     from airloop.store import registry
     from airloop.store.lake import Lake
@@ -69,8 +69,8 @@ def train_version(cfg, batch_id: str, *, promote: bool = True, actor: str = "tes
     if seed is not None:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})
     lake = Lake(cfg.name)
-    plan = retrain.plan_initial(cfg, lake, batch_id, force=True)
-    split = retrain.prepare_training(cfg, lake, plan)
+    plan = plan_initial(cfg, lake, batch_id, force=True)
+    split = prepare_training(cfg, lake, plan)
     run_info = {"dag_id": f"airloop_{cfg.name}_train", "run_id": f"manual__{batch_id}", "try_number": 1}
     result = train_candidate(cfg, "logistic_regression", split, run_info=run_info)
     version = registry.register(cfg, result["model_uri"], result["run_id"])

@@ -66,7 +66,7 @@ class CandidateConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.model.train
+    candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.model.candidates
     n_iter: int = Field(4, ge=1)
     cv_folds: int = Field(3, ge=2)
     test_size: float = Field(0.2, gt=0, lt=1)

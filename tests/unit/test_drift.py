@@ -10,16 +10,10 @@ import pytest
 from scipy import stats
 
 from airloop.config import MonitoringConfig
-from airloop.monitoring.drift import (
-    chi2_test,
-    compute_drift,
-    confirm_drift,
-    jensen_shannon,
-    ks_test,
-    psi_categorical,
-    psi_numeric,
-    render_html,
-)
+from airloop.errors import BadInput
+from airloop.monitoring.drift import compute_drift, confirm_drift
+from airloop.monitoring.report import render_html
+from airloop.monitoring.statistics import chi2_test, jensen_shannon, ks_test, psi_categorical, psi_numeric
 
 CFG = MonitoringConfig()
 NUMERIC = ["tenure", "monthly_charges", "total_charges"]
@@ -191,15 +185,15 @@ def test_confirm_drift_needs_consecutive_alerting_days(history, confirm_days, co
 def test_missing_column_is_named():
     ref = churn_like(0)
     cur = ref.drop(columns=["contract"])
-    with pytest.raises(ValueError, match=r"\['contract'\] missing from the current frame.*found columns"):
+    with pytest.raises(BadInput, match=r"\['contract'\] missing from the current frame.*found columns"):
         compute_drift(ref, cur, NUMERIC, CATEGORICAL, CFG)
-    with pytest.raises(ValueError, match="'prediction'.*missing from the reference frame"):
+    with pytest.raises(BadInput, match="'prediction'.*missing from the reference frame"):
         compute_drift(ref, ref, NUMERIC, CATEGORICAL, CFG, prediction_column="prediction")
 
 
 def test_empty_current_batch_is_an_error():
     ref = churn_like(0)
-    with pytest.raises(ValueError, match=r"current frame is empty.*'contract'"):
+    with pytest.raises(BadInput, match=r"current frame is empty.*'contract'"):
         compute_drift(ref, ref.iloc[:0], NUMERIC, CATEGORICAL, CFG)
 
 
@@ -217,3 +211,10 @@ def test_render_html_is_self_contained_and_names_every_feature():
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     table = page.split("<h2>Features by PSI</h2>")[1]
     assert table.index("monthly_charges") < table.index("tenure")  # sorted by PSI
+
+
+def test_text_in_a_numeric_column_is_bad_input_naming_the_column():
+    ref = churn_like(0)
+    cur = ref.assign(tenure=["n/a"] * len(ref))
+    with pytest.raises(BadInput, match=r"numeric column 'tenure' in the current frame.*declare it categorical"):
+        compute_drift(ref, cur, NUMERIC, CATEGORICAL, CFG)

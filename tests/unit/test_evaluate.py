@@ -1,4 +1,5 @@
-"""airloop.model.evaluate: the gate scores challenger and champion on the same frozen holdout and records why."""
+"""airloop.model.evaluate, .gate, .infra and .promotion: the gate scores challenger and champion on the same frozen
+holdout and records why; a promotion records who and why."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def trained(store):
 @pytest.fixture
 def fast_infra(monkeypatch):
     """Skip the fresh-process load (seconds each) in gate-logic tests; it has its own tests below."""
-    monkeypatch.setattr("airloop.model.evaluate.infra_check", lambda uri, rows, expected: (True, "not run here"))
+    monkeypatch.setattr("airloop.model.infra.infra_check", lambda uri, rows, expected: (True, "not run here"))
 
 
 def champion_is(cfg, result):
@@ -179,7 +180,7 @@ def test_candidate_from_run_rebuilds_the_select_best_dict(trained):
 def test_infra_check_loads_in_a_fresh_process(trained):
     import mlflow
 
-    from airloop.model.evaluate import infra_check
+    from airloop.model.infra import infra_check
 
     rows = lk.read_parquet(trained["split"]["test_uri"])[["x1", "x2", "visits", "color"]].head(10)
     expected = list(mlflow.sklearn.load_model(trained["good"]["model_uri"]).predict(rows))
@@ -190,10 +191,10 @@ def test_infra_check_loads_in_a_fresh_process(trained):
 
 
 def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
-    from airloop.model.evaluate import infra_check
+    from airloop.model.infra import infra_check
 
     outputs = {"n": 3, "predictions": [0, 1, 1], "restored": [0, 1, 0]}
-    monkeypatch.setattr("airloop.model.evaluate.fresh_process_predictions", lambda uri, rows: outputs)
+    monkeypatch.setattr("airloop.model.infra.fresh_process_predictions", lambda uri, rows: outputs)
     passed, detail = infra_check("models:/m-x", pd.DataFrame(), [0, 1, 1])
     assert not passed and "change when the rows are shuffled" in detail
     outputs["restored"] = [0, 1, 1]
@@ -208,7 +209,7 @@ def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
 def test_vectorised_bootstrap_metrics_equal_sklearn_with_count_weights():
     from sklearn.metrics import average_precision_score, f1_score, log_loss, r2_score, roc_auc_score
 
-    from airloop.model.evaluate import bootstrap_weights, weighted_metric
+    from airloop.model.gate import bootstrap_weights, weighted_metric
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 300)
@@ -233,7 +234,7 @@ def test_vectorised_bootstrap_metrics_equal_sklearn_with_count_weights():
 
 
 def test_champion_check_decides_on_the_lower_confidence_bound_not_the_point_estimate():
-    from airloop.model.evaluate import champion_check
+    from airloop.model.gate import champion_check
 
     cfg = make_cfg("ci_rule")
     lucky = {"improvement": 0.012, "ci": [-0.004, 0.025], "bounds": [-0.002, 0.022], "resamples": 200}
@@ -264,7 +265,7 @@ def test_a_challenger_equal_to_the_champion_keeps_the_champion_unless_tolerated(
 
 
 def test_slice_check_fails_on_one_regressed_slice_and_ignores_tiny_ones():
-    from airloop.model.evaluate import slice_check
+    from airloop.model.gate import slice_check
 
     cfg = make_cfg("slices", slice_tolerance=0.05)
     cfg.segment_columns = ["region"]
@@ -361,3 +362,35 @@ def test_worse_challenger_fails_the_production_window_too(trained, fast_infra):
     verdict = evaluate_challenger(cfg, trained["bad"])
     failed = [r.split(":")[0] for r in verdict["reasons"] if r.startswith("FAIL")]
     assert failed == ["FAIL champion", "FAIL production_window"], verdict["reasons"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "approval", "actor", "recorded"),
+    [
+        ("", None, "airloop-gate", "blessed by the gate"),
+        ("", {"approved_by": "ana", "decision": "Approve"}, "ana", "approved in Airflow"),
+        ("hotfix", {"approved_by": "ana", "decision": "Approve"}, "ana", "hotfix"),
+        ("hotfix", None, "airloop-gate", "hotfix"),
+    ],
+)
+def test_promotion_records_the_approver_else_the_gate_and_a_default_reason(
+    monkeypatch, reason, approval, actor, recorded
+):
+    from airloop.model import promotion
+
+    calls = []
+    monkeypatch.setattr("airloop.store.registry.promote", lambda cfg, version, **kw: calls.append((version, kw)))
+    promotion.promote_challenger(make_cfg(), "3", reason=reason, approval=approval)
+    assert calls == [("3", {"reason": recorded, "actor": actor, "approval": approval})]
+
+
+def test_only_a_rejection_is_recorded(monkeypatch):
+    from airloop.model import promotion
+
+    calls = []
+    monkeypatch.setattr("airloop.store.registry.record_rejection", lambda cfg, v, d: calls.append((v, d)) or d)
+    assert promotion.record_if_rejected(make_cfg(), "", None) is None
+    assert promotion.record_if_rejected(make_cfg(), "3", {"decision": "Approve", "approved_by": "ana"}) is None
+    rejected = {"decision": "Reject", "approved_by": "ana"}
+    assert promotion.record_if_rejected(make_cfg(), "3", rejected) == rejected
+    assert calls == [("3", rejected)]

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from airloop.model.retrain import check_guards, record_retrain, retrain_log, training_frame, window_batches
+from airloop.model.plan import check_guards, record_retrain, retrain_log, training_frame, window_batches
 from airloop.store import lake as lk
 from airloop.store.lake import Lake
 
@@ -111,7 +111,7 @@ def _gate_run(verdict: str) -> str:
 def test_plan_retrain_refuses_by_each_guard_and_force_overrides(
     mlflow_store, tmp_path, pipeline_cfg, earlier, verdicts, day, guard, overrides
 ):
-    from airloop.model.retrain import RetrainRefused, plan_retrain
+    from airloop.model.plan import RetrainRefused, plan_retrain
 
     cfg = guards(pipeline_cfg, **overrides)  # cooldown 3 days, 2 retrains per 30 days, stop after 2 failures in a row
     lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-09", "2026-01-10", "2026-01-12", day])
@@ -127,7 +127,7 @@ def test_plan_retrain_refuses_by_each_guard_and_force_overrides(
 
 
 def test_plan_retrain_allows_and_records_when_the_guards_pass(mlflow_store, tmp_path, pipeline_cfg):
-    from airloop.model.retrain import plan_retrain
+    from airloop.model.plan import plan_retrain
 
     cfg = guards(pipeline_cfg, window_days=2)
     lake = _planned_lake(tmp_path, ["2026-01-01", "2026-01-05", "2026-01-06"])
@@ -136,3 +136,17 @@ def test_plan_retrain_allows_and_records_when_the_guards_pass(mlflow_store, tmp_
     assert plan["recent"] == ["2026-01-05", "2026-01-06"] and plan["older"] == ["2026-01-01"]
     assert plan["reason"] == "all guards passed"
     assert retrain_log(lake)[-1]["guards"] == {"allowed": True, "guard": None, "reason": "all guards passed"}
+
+
+@pytest.mark.parametrize("kind", ["initial", "retrain"])
+def test_finish_training_selects_the_best_and_records_a_retrains_run(tmp_path, pipeline_cfg, monkeypatch, kind):
+    from airloop.model.plan import finish_training
+
+    cfg = guards(pipeline_cfg)
+    lake = _planned_lake(tmp_path, ["2026-01-05"])
+    record_retrain(lake, {"batch_id": "2026-01-05", "forced": False})
+    results = [{"run_id": "r1", "cv_score": 0.7}, {"run_id": "r2", "cv_score": 0.9}]
+    monkeypatch.setattr("airloop.model.train.select_best", lambda cfg, rs: max(rs, key=lambda r: r["cv_score"]))
+    split = {"plan": {"kind": kind, "batch_id": "2026-01-05"}}
+    assert finish_training(cfg, lake, split, results)["run_id"] == "r2"
+    assert retrain_log(lake)[-1].get("train_run_id") == ("r2" if kind == "retrain" else None)

@@ -24,9 +24,9 @@ def reviewed(mlflow_store, tmp_path_factory):
 
 
 def test_low_confidence_predictions_round_trip_into_training_data(reviewed):
-    from airloop.model import retrain
+    from airloop.model.plan import training_frame
     from airloop.serving import review
-    from airloop.serving.serve import create_app
+    from airloop.serving.app import create_app
 
     cfg, lake = reviewed["cfg"], Lake(reviewed["cfg"].name)
     rows = Lake(cfg.name).read_zone("validated", [reviewed["history"]]).head(6)
@@ -65,7 +65,7 @@ def test_low_confidence_predictions_round_trip_into_training_data(reviewed):
 
     # the labels reach the training data of a window covering the day they were served
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    frame = retrain.training_frame(cfg, lake, [reviewed["history"], today], [])
+    frame = training_frame(cfg, lake, [reviewed["history"], today], [])
     from_review = frame[frame["_batch_id"].astype(str).str.startswith("review:")]
     assert len(from_review) == len(flagged) - 1
     want = labeled.set_index("prediction_id")["churned"].dropna().astype(int)

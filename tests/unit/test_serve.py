@@ -1,5 +1,6 @@
-"""airloop.serving.serve: MLflow-compatible payloads, 4xx answers that name the field, health and metrics, the lake log,
-shadow mode, and an alias change while clients keep sending requests (none dropped, versions never mixed)."""
+"""airloop.serving (app, server, payload, compiled, servinglog) and airloop.monitoring.shadow: MLflow-compatible
+payloads, 4xx answers that name the field, health and metrics, the lake log, shadow mode, and an alias change
+while clients keep sending requests (none dropped, versions never mixed)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def expected(cfg, version: str, rows: list[dict]) -> tuple[list, list]:
 
 
 def test_mlflow_payload_formats_give_the_champions_predictions(served):
-    from airloop.serving.serve import create_app
+    from airloop.serving.app import create_app
 
     cfg = served["cfg"]
     want_pred, want_prob = expected(cfg, served["v1"]["version"], ROWS)
@@ -123,7 +124,7 @@ BAD = [
 
 
 def test_bad_payloads_are_answered_4xx_naming_the_field(served):
-    from airloop.serving.serve import create_app
+    from airloop.serving.app import create_app
 
     with RunningServer(create_app(served["cfg"], log_requests=False)) as url, httpx.Client(base_url=url) as client:
         for body, ctype, status, message in BAD:
@@ -138,7 +139,8 @@ def test_bad_payloads_are_answered_4xx_naming_the_field(served):
 
 
 def test_health_metrics_and_the_request_log_in_the_lake(served):
-    from airloop.serving.serve import create_app, read_serving_log
+    from airloop.serving.app import create_app
+    from airloop.serving.servinglog import read_serving_log
     from airloop.store.lake import Lake
 
     cfg = served["cfg"]
@@ -165,7 +167,9 @@ def test_health_metrics_and_the_request_log_in_the_lake(served):
 
 
 def test_shadow_challenger_is_logged_not_returned_and_reported(served):
-    from airloop.serving.serve import create_app, read_serving_log, shadow_report
+    from airloop.monitoring.shadow import shadow_report
+    from airloop.serving.app import create_app
+    from airloop.serving.servinglog import read_serving_log
     from airloop.store import registry
     from airloop.store.lake import Lake
 
@@ -194,7 +198,7 @@ def test_shadow_challenger_is_logged_not_returned_and_reported(served):
 
 
 def test_alias_change_while_serving_drops_no_request(served):
-    from airloop.serving.serve import create_app
+    from airloop.serving.app import create_app
     from airloop.store import registry
 
     cfg, v1, v2 = served["cfg"], served["v1"]["version"], served["v2"]["version"]
@@ -237,8 +241,9 @@ def test_compiled_path_matches_the_pipeline_and_refuses_what_it_cannot_reproduce
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from airloop.config import CandidateConfig
-    from airloop.model.train import build_pipeline
-    from airloop.serving.serve import Column, compile_pipeline
+    from airloop.model.candidates import build_pipeline
+    from airloop.serving.compiled import compile_pipeline
+    from airloop.serving.spec import Column
 
     rng = np.random.default_rng(1)
     n = 300

@@ -10,7 +10,8 @@ import pytest
 
 from airloop.config import parse_pipeline
 from airloop.data.suggest import SuggestError, suggest_suite, write_suite
-from airloop.data.validate import CRITICAL, WARNING, load_suite, validate_frame
+from airloop.data.suites import CRITICAL, WARNING, load_suite
+from airloop.data.validate import validate_frame
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -46,7 +46,7 @@ def check_chain(doc, ctx):
 
 def test_trace_a_served_prediction_back_to_its_data(chain):
     from airloop.monitoring import trace
-    from airloop.serving.serve import create_app
+    from airloop.serving.app import create_app
 
     with RunningServer(create_app(chain["cfg"])) as url:
         pid = httpx.post(f"{url}/invocations", json={"instances": [ROW]}).json()["prediction_ids"][0]

@@ -1,4 +1,5 @@
-"""airloop.model.train: the split, the candidate pipelines, one MLflow run per candidate, the choice of the best."""
+"""airloop.model.train, .candidates and .metrics: the split, the candidate pipelines, the metrics, one MLflow run per
+candidate, the choice of the best."""
 
 from __future__ import annotations
 
@@ -59,9 +60,26 @@ def make_frame(n=300, seed=0, kind="binary"):
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
+def test_candidate_names_are_the_yaml_candidates_else_the_task_defaults():
+    from airloop.model.candidates import candidate_names
+
+    assert candidate_names(make_cfg()) == ["lr"]
+    training = {"n_iter": 2, "cv_folds": 3}
+    assert candidate_names(make_cfg(training=training)) == [
+        "logistic_regression",
+        "random_forest",
+        "hist_gradient_boosting",
+    ]
+    assert candidate_names(make_cfg(task="regression", training=training)) == [
+        "ridge",
+        "random_forest",
+        "hist_gradient_boosting",
+    ]
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_every_default_candidate_scores_raw_rows_with_unseen_category_and_nan(task):
-    from airloop.model.train import build_pipeline, default_candidates
+    from airloop.model.candidates import build_pipeline, default_candidates
 
     frame = make_frame(kind="binary" if task == "classification" else "regression")
     X, y = frame.drop(columns="y"), frame["y"]
@@ -90,7 +108,7 @@ def test_every_default_candidate_scores_raw_rows_with_unseen_category_and_nan(ta
 
 
 def test_estimator_seeded_and_full_import_path():
-    from airloop.model.train import build_pipeline
+    from airloop.model.candidates import build_pipeline
 
     cand = CandidateConfig(name="tree", estimator="sklearn.tree.DecisionTreeClassifier", params={"max_depth": 3})
     model = build_pipeline(cand, ["x1"], [], seed=7)
@@ -99,7 +117,7 @@ def test_estimator_seeded_and_full_import_path():
 
 
 def test_unknown_estimator_names_candidate_and_what_was_expected():
-    from airloop.model.train import build_pipeline
+    from airloop.model.candidates import build_pipeline
 
     with pytest.raises(BadInput, match=r"candidate 'mystery'.*unknown estimator 'xgb_magic'.*expected"):
         build_pipeline(CandidateConfig(name="mystery", estimator="xgb_magic"), ["x1"], [], seed=0)
@@ -179,7 +197,7 @@ def test_too_few_rows_or_a_single_class_name_the_target(tmp_path):
 
 
 def test_compute_metrics_and_directions():
-    from airloop.model.train import METRIC_DIRECTIONS, compute_metrics, greater_is_better
+    from airloop.model.metrics import METRIC_DIRECTIONS, compute_metrics, greater_is_better
 
     y = np.array([0, 0, 1, 1])
     proba = np.array([0.1, 0.4, 0.35, 0.8])
@@ -308,7 +326,7 @@ def test_select_best_respects_metric_direction(store):
     higher = select_best(make_cfg(), results)  # roc_auc: higher is better
     assert higher["candidate"] == "c" and higher["ranking"][0] == ("c", 3.0)
     assert client.get_run(ids[2]).data.tags["airloop.selected"] == "true"
-    with pytest.raises(ValueError, match="no candidate produced a cv score"):
+    with pytest.raises(BadInput, match="no candidate produced a cv score"):
         select_best(make_cfg(), [])
 
 
@@ -332,7 +350,8 @@ def test_lineage_tags_and_run_url(store, monkeypatch):
 def test_cloudpickle_fallback_is_loud_and_loadable(store, monkeypatch, caplog):
     import mlflow
 
-    from airloop.model.train import build_pipeline, log_sklearn_model
+    from airloop.model.candidates import build_pipeline
+    from airloop.model.train import log_sklearn_model
     from airloop.store import tracking
 
     monkeypatch.setattr("airloop.model.train._SKOPS_TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from airloop.config import PipelineConfig, parse_pipeline
+from airloop.data.suites import SuiteError, load_suite
 from airloop.data.validate import (
     BatchQuarantined,
-    SuiteError,
     ValidationOutcome,
     check_scoring_frame,
-    load_suite,
     validate_batch,
     validate_frame,
 )

@@ -10,7 +10,6 @@ Each module adds its subcommands to the shared parser with :func:`register`; see
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from airloop.config import get_pipeline
@@ -18,16 +17,11 @@ from airloop.config import get_pipeline
 
 def cmd_suggest_suite(args) -> int:
     from airloop.data.suggest import reference_frame, suggest_suite, write_suite
-    from airloop.errors import BadInput
 
     cfg = get_pipeline(args.name)
-    try:
-        frame = reference_frame(cfg, args.source)
-        suite = suggest_suite(cfg, frame, tolerance=args.tolerance, mostly=args.mostly)
-        path = write_suite(cfg, suite, Path(args.output) if args.output else None, overwrite=args.force)
-    except BadInput as err:
-        print(f"airloop: {err}", file=sys.stderr)
-        return 2
+    frame = reference_frame(cfg, args.source)
+    suite = suggest_suite(cfg, frame, tolerance=args.tolerance, mostly=args.mostly)
+    path = write_suite(cfg, suite, Path(args.output) if args.output else None, overwrite=args.force)
     counts: dict[str, int] = {}
     for exp in suite["expectations"]:
         counts[exp["meta"]["severity"]] = counts.get(exp["meta"]["severity"], 0) + 1
@@ -71,15 +65,10 @@ def cmd_replay(args) -> int:
 def cmd_profile(args) -> int:
     from airloop.data.profile import profile_pipeline
     from airloop.data.suggest import reference_frame
-    from airloop.errors import BadInput
 
     cfg = get_pipeline(args.name)
-    try:
-        frame = reference_frame(cfg, args.source)
-        result = profile_pipeline(cfg, frame, source=f"Data: {args.source or 'validated batches in the lake'}.")
-    except BadInput as err:
-        print(f"airloop: {err}", file=sys.stderr)
-        return 2
+    frame = reference_frame(cfg, args.source)
+    result = profile_pipeline(cfg, frame, source=f"Data: {args.source or 'validated batches in the lake'}.")
     print(result["summary"])
     return 0
 

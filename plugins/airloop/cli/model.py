@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 
 
 def _actor() -> str:
@@ -25,15 +24,10 @@ def cmd_rollback(args) -> int:
     """Restore the previous champion (or ``--to``) directly in the registry, with the same lock and record as
     the rollback DAG: in an incident this must not wait for a scheduler."""
     from airloop.config import get_pipeline
-    from airloop.errors import BadInput, NothingToDo
     from airloop.store import registry
 
     cfg = get_pipeline(args.name)
-    try:
-        record = registry.rollback(cfg, args.to, reason=args.reason, actor=_actor())
-    except (BadInput, NothingToDo) as err:
-        print(f"airloop rollback: {err}", file=sys.stderr)
-        return 2
+    record = registry.rollback(cfg, args.to, reason=args.reason, actor=_actor())
     print(
         f"{cfg.name}: v{record['version']} is champion again (was v{record['previous']}); "
         f"reason recorded: {record['reason']!r}; log: {record['log_uri']}"

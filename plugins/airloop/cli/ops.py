@@ -18,7 +18,7 @@ import sys
 def cmd_serve(args) -> int:
     from airloop.config import get_pipeline
     from airloop.orchestration.runner import prepare_environment
-    from airloop.serving import serve
+    from airloop.serving import app
 
     prepare_environment()
     cfg = get_pipeline(args.name)
@@ -27,7 +27,7 @@ def cmd_serve(args) -> int:
         f"({args.workers} worker(s)); POST /invocations, GET /health, GET /metrics",
         file=sys.stderr,
     )
-    serve.run(cfg, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+    app.run(cfg, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
     return 0
 
 
@@ -36,11 +36,7 @@ def cmd_trace(args) -> int:
     from airloop.orchestration.runner import prepare_environment
 
     prepare_environment()
-    try:
-        chain = trace.trace(args.prediction_id)
-    except (trace.TraceError, trace.PredictionNotFound) as err:
-        print(f"airloop trace: {err}", file=sys.stderr)
-        return 2
+    chain = trace.trace(args.prediction_id)
     print(json.dumps(chain, indent=2, default=str) if args.json else trace.render(chain))
     return 0
 
@@ -76,11 +72,11 @@ def cmd_review(args) -> int:
 
 def cmd_shadow_report(args) -> int:
     from airloop.config import get_pipeline
+    from airloop.monitoring import shadow
     from airloop.orchestration.runner import prepare_environment
-    from airloop.serving import serve
 
     prepare_environment()
-    doc = serve.shadow_report(get_pipeline(args.name))
+    doc = shadow.shadow_report(get_pipeline(args.name))
     print(json.dumps(doc, indent=2, default=str) if args.json else doc["summary"])
     return 0
 

@@ -10,6 +10,7 @@ import hashlib
 import pandas as pd
 
 from airloop.config import PipelineConfig
+from airloop.data.labels import reviewed_rows
 from airloop.errors import BadInput
 from airloop.store.lake import Lake
 
@@ -74,10 +75,8 @@ def attach_labels(cfg: PipelineConfig, frame: pd.DataFrame, labels: pd.DataFrame
 
 
 def with_reviewed(cfg: PipelineConfig, lake: Lake, labeled: pd.DataFrame, batch_ids: list[str]) -> pd.DataFrame:
-    """``labeled`` plus the review queue's labeled items served within the batches' dates (airloop.serving.review);
+    """``labeled`` plus the review queue's labeled items served within the batches' dates (airloop.data.labels);
     a reviewed item replaces a row with the same id, since a person's label is the better one."""
-    from airloop.serving.review import reviewed_rows
-
     dates = sorted(b for b in batch_ids if isinstance(b, str))
     reviewed = reviewed_rows(cfg, lake, (dates[0], dates[-1])) if dates else pd.DataFrame()
     if reviewed.empty:

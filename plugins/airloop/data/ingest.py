@@ -8,6 +8,10 @@ A batch is the data interval starting on ``batch_id`` (a date). Sources are file
 Raw bytes are always kept under ``raw/`` (streamed, never read whole into memory), also when parsing fails.
 Large files are parsed in chunks into a Parquet writer whose temporary object is moved into place, so a
 killed task leaves no half batch; a rerun replaces the staged batch and the manifest, never adds rows twice.
+
+One concern, kept whole past ~400 lines: every step (select files, copy raw, parse, stage, manifest) serves
+the one path from a source to ``staged/``, and the labels feed and SQL sources take the same path. Reading
+sources is :mod:`airloop.data.sources`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``suggest_suite(cfg, frame)`` returns a GX 1.x suite dict a person then reviews and edits: the column set,
 types, null fractions, numeric ranges (widened by a tolerance), categorical domains, row-count bounds and id
-uniqueness. Each expectation carries ``meta.severity`` (see :mod:`airloop.data.validate`) and ``meta.notes`` saying
+uniqueness. Each expectation carries ``meta.severity`` (see :mod:`airloop.data.suites`) and ``meta.notes`` saying
 what it was derived from. Range and domain checks come in pairs: a *warning* on any value outside the reference,
 and a *critical* check that quarantines when more than ``1 - mostly`` of the rows fall outside.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from airloop.config import PipelineConfig
-from airloop.data.validate import CRITICAL, WARNING, check_suite, suite_path
+from airloop.data.suites import CRITICAL, WARNING, check_suite, suite_path
 from airloop.errors import BadInput
 from airloop.store.lake import BATCH_COLUMN
 from airloop.values import plain

@@ -1,22 +1,16 @@
 """Data validation with Great Expectations (GX Core 1.x): the gate between staged and validated data.
 
-A pipeline's suite is the reviewed JSON ``<suites_dir>/<pipeline>.json`` when it exists, else a default built
-from the config. Each expectation's ``meta.severity`` is ``"critical"`` (the default) or ``"warning"``: a
-critical failure quarantines the batch, a warning is recorded and the batch passes. Columns whose names start
-with ``_`` are Airloop's bookkeeping; suites never check them.
+:func:`validate_batch` runs the pipeline's suite (:mod:`airloop.data.suites`) on a staged batch in an ephemeral
+GX context, moves the batch to ``validated/`` or ``quarantine/``, and records the verdict in the manifest and
+MLflow. A critical failure quarantines the batch; a warning is recorded and the batch passes.
 
 GX is imported inside the functions: importing it takes seconds, and ``import airloop.data.validate`` should not.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import logging
-import math
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +20,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from airloop.config import PipelineConfig
+from airloop.data.failures import add_type_share, exception_message, failure_from_result
+from airloop.data.suites import CRITICAL, WARNING, columns_of, load_suite, quiet_gx, severity_of, suite_path
 from airloop.errors import BadInput
 from airloop.store.lake import (
     Lake,
@@ -39,15 +35,7 @@ from airloop.store.lake import (
     write_parquet,
 )
 
-CRITICAL = "critical"
-WARNING = "warning"
-SEVERITIES = (CRITICAL, WARNING)
-_DETAILS_MAX_CHARS = 160
 _BATCH_SIZE_EXPECTATIONS = ("expect_table_row_count_", "expect_column_values_to_be_unique")
-
-
-class SuiteError(BadInput):
-    """An expectation suite that cannot be used; the message names the file and the expectation."""
 
 
 class BatchQuarantined(BadInput):
@@ -115,120 +103,6 @@ def describe_failure(failure: dict, severity: str) -> str:
     return text
 
 
-# --- suites ------------------------------------------------------------------------------------------------
-
-
-def suite_path(cfg: PipelineConfig) -> Path:
-    """Where the reviewed suite of a pipeline lives: ``<suites_dir>/<name>.json``."""
-    from airloop.settings import suites_dir
-
-    return suites_dir() / f"{cfg.name}.json"
-
-
-@contextlib.contextmanager
-def _quiet_gx() -> Iterator[None]:
-    """GX logs at INFO on import (hundreds of lines) and at every step; keep only its warnings, for one call."""
-    logger = logging.getLogger("great_expectations")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _expectation(type_: str, severity: str = CRITICAL, **kwargs: Any) -> dict:
-    return {"type": type_, "kwargs": kwargs, "meta": {"severity": severity}}
-
-
-def default_suite(cfg: PipelineConfig, columns: list[str]) -> dict:
-    """A suite built from the config: schema checks on target, id, event time and features, and rows >= 1."""
-    exps = []
-    if cfg.labels is None:
-        # The target is expected inline, but a batch may still arrive before its labels: warn, do not block.
-        exps.append(_expectation("expect_column_to_exist", WARNING, column=cfg.target))
-    if cfg.id_column:
-        exps.append(_expectation("expect_column_to_exist", column=cfg.id_column))
-        exps.append(_expectation("expect_column_values_to_not_be_null", column=cfg.id_column))
-    if cfg.event_time_column:
-        exps.append(_expectation("expect_column_to_exist", column=cfg.event_time_column))
-    # Same rule as airloop.data.datasets.feature_columns: declared features, else every non-reserved column.
-    reserved = {cfg.target, cfg.id_column, cfg.event_time_column}
-    features = cfg.features or [c for c in columns if c not in reserved and not str(c).startswith("_")]
-    exps += [_expectation("expect_column_to_exist", column=c) for c in features]
-    exps.append(_expectation("expect_table_row_count_to_be_between", min_value=1))
-    return {
-        "name": cfg.name,
-        "expectations": exps,
-        "meta": {"airloop": "default suite built from the pipeline config (no reviewed JSON suite)"},
-    }
-
-
-def _columns_of(exp: dict) -> list[str]:
-    kwargs = exp.get("kwargs") or {}
-    cols = [kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)]
-    for key in ("column_list", "column_set"):
-        if isinstance(kwargs.get(key), list | tuple | set):
-            cols += [c for c in kwargs[key] if isinstance(c, str)]
-    return cols
-
-
-def _severity(exp: dict) -> str:
-    """``meta.severity``, else GX's own ``severity`` field (``info`` counts as a warning), else critical."""
-    value = (exp.get("meta") or {}).get("severity") or exp.get("severity") or CRITICAL
-    return WARNING if value == "info" else value
-
-
-def check_suite(suite: Any, source: str) -> dict:
-    """Check a suite dict in GX 1.x's JSON format; ``source`` names it in errors. Returns the suite."""
-    with _quiet_gx():
-        import great_expectations as gx
-        from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
-        raise SuiteError(f"{source}: expected a JSON object with an 'expectations' list, found {type(suite).__name__}")
-    for i, exp in enumerate(suite["expectations"]):
-        where = f"{source}: expectation #{i} ({exp.get('type', '?') if isinstance(exp, dict) else exp!r})"
-        if not isinstance(exp, dict):
-            raise SuiteError(f"{where}: expected an object with 'type' and 'kwargs'")
-        if "expectation_type" in exp:
-            raise SuiteError(f"{where}: key 'expectation_type' is GX 0.x format; GX 1.x calls it 'type'")
-        if _severity(exp) not in SEVERITIES:
-            raise SuiteError(f"{where}: meta.severity: expected one of {SEVERITIES}, found {_severity(exp)!r}")
-        bookkeeping = [c for c in _columns_of(exp) if c.startswith("_")]
-        if bookkeeping:
-            raise SuiteError(f"{where}: columns {bookkeeping} are Airloop bookkeeping ('_' prefix), never checked")
-        try:
-            ExpectationConfiguration(**exp).to_domain_obj()
-        except Exception as err:  # GX raises several types here (pydantic, TypeError, its own)
-            first = str(err).strip().splitlines()
-            raise SuiteError(f"{where}: not a valid expectation: {' '.join(first[:3])}") from None
-    try:
-        gx.ExpectationSuite(**suite)
-    except Exception as err:
-        raise SuiteError(f"{source}: not a valid GX 1.x expectation suite: {err}") from None
-    return suite
-
-
-def load_suite(cfg: PipelineConfig, columns: list[str]) -> dict:
-    """The pipeline's suite as a JSON-able dict: the reviewed JSON file if it exists, else the default suite.
-
-    Raises :class:`SuiteError` naming the file when it is not valid JSON or not a valid GX 1.x suite.
-    """
-    path = suite_path(cfg)
-    if not path.exists():
-        return default_suite(cfg, columns)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SuiteError(f"{path}: not valid JSON: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SuiteError(f"{path}: cannot be read: {err}") from None
-    if isinstance(data, dict):
-        data.setdefault("name", cfg.name)
-    return check_suite(data, str(path))
-
-
 # --- running GX --------------------------------------------------------------------------------------------
 
 
@@ -258,71 +132,6 @@ def _gx_context(docs_dir: str | None) -> Any:
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def _exception_message(info: dict | None) -> str | None:
-    """GX reports errors either flat or keyed by metric id; return the first message."""
-    if not info:
-        return None
-    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
-    for entry in entries:
-        if entry.get("raised_exception", True) and entry.get("exception_message"):
-            return str(entry["exception_message"]).removeprefix("Error: ")
-    return None
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _DETAILS_MAX_CHARS else text[: _DETAILS_MAX_CHARS - 3] + "..."
-
-
-def _failure(exp_type: str, kwargs: dict, result: dict, error: str | None) -> dict:
-    """One failed expectation as a JSON-able dict: expectation, column, unexpected_percent, details."""
-    pct = result.get("unexpected_percent_total")  # share of all rows; GX's unexpected_percent skips nulls
-    if pct is None:
-        pct = result.get("unexpected_percent")
-    if error:
-        details = f"error: {error}"
-    elif exp_type == "expect_column_to_exist":
-        details = "column not in the batch"
-    elif (result.get("details") or {}).get("mismatched"):
-        mismatched = result["details"]["mismatched"]
-        details = "; ".join(f"{k} columns {v}" for k, v in sorted(mismatched.items(), reverse=True))
-    elif "observed_value" in result:
-        details = f"observed {result['observed_value']}"
-    elif result.get("unexpected_count") is not None:
-        details = f"{result['unexpected_count']} of {result.get('element_count')} rows"
-        # GX's partial_unexpected_counts count within a 20-row sample only, so show values, not counts.
-        examples = [repr(c["value"]) for c in (result.get("partial_unexpected_counts") or [])[:3]]
-        if examples and exp_type != "expect_column_values_to_not_be_null":
-            details += f", e.g. {', '.join(examples)}"
-    else:
-        details = ""
-    column = kwargs.get("column")
-    return {
-        "expectation": exp_type,
-        "column": str(column) if column is not None else None,
-        "unexpected_percent": round(float(pct), 3) if pct is not None and math.isfinite(pct) else None,
-        "details": _short(details),
-    }
-
-
-def _add_type_share(failure: dict, kwargs: dict, data: pd.DataFrame) -> None:
-    """GX reports a column's wrong type without a share of rows; for a numeric type list, count the values
-    that are not numbers, so the message says how much of the column went bad."""
-    numeric = {"int64", "float64", "int32", "float32", "Int64", "Float64"}
-    col = kwargs.get("column")
-    wanted = set(kwargs.get("type_list") or [kwargs.get("type_")] or [])
-    if failure["unexpected_percent"] is not None or col not in data.columns or not wanted & numeric:
-        return
-    values = data[col]
-    bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
-    if len(values):
-        failure["unexpected_percent"] = round(float(bad.mean() * 100), 3)
-        examples = ", ".join(repr(v) for v in values[bad].unique()[:3])
-        failure["details"] = _short(
-            f"{failure['details']}; {int(bad.sum())} of {len(values)} values not numeric"
-            + (f", e.g. {examples}" if examples else "")
-        )
-
-
 def validate_frame(
     frame: pd.DataFrame, suite: dict, *, docs_dir: str | None = None, batch_id: str = ""
 ) -> ValidationOutcome:
@@ -331,7 +140,7 @@ def validate_frame(
     Bookkeeping columns (``_`` prefix) are not shown to GX. Returns a :class:`ValidationOutcome`; its
     ``data_docs`` is the path of ``index.html`` when Data Docs were built.
     """
-    with _quiet_gx():
+    with quiet_gx():
         import great_expectations as gx
         from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -339,12 +148,12 @@ def validate_frame(
     gx_suite = copy.deepcopy(suite)
     gx_suite["name"] = name
     for exp in gx_suite.get("expectations", []):
-        severity = _severity(exp)
+        severity = severity_of(exp)
         exp["meta"] = {**(exp.get("meta") or {}), "severity": severity}
         exp["severity"] = severity  # GX's own field, so its Data Docs show the same severity
     data = frame[[c for c in frame.columns if not str(c).startswith("_")]]
 
-    with _quiet_gx():
+    with quiet_gx():
         context = _gx_context(docs_dir)
         batch_definition = (
             context.data_sources.add_pandas("airloop")
@@ -374,10 +183,10 @@ def validate_frame(
             if r.success:
                 continue
             config = r.expectation_config
-            failure = _failure(
-                config.type, dict(config.kwargs), dict(r.result or {}), _exception_message(r.exception_info)
+            failure = failure_from_result(
+                config.type, dict(config.kwargs), dict(r.result or {}), exception_message(r.exception_info)
             )
-            _add_type_share(failure, dict(config.kwargs), data)
+            add_type_share(failure, dict(config.kwargs), data)
             (warnings if (config.meta or {}).get("severity") == WARNING else critical).append(failure)
     index = Path(docs_dir) / "index.html" if docs_dir else None
     return ValidationOutcome(
@@ -401,7 +210,7 @@ def check_scoring_frame(cfg: PipelineConfig, frame: pd.DataFrame) -> ValidationO
     kept = [
         e
         for e in suite["expectations"]
-        if cfg.target not in _columns_of(e) and not e.get("type", "").startswith(_BATCH_SIZE_EXPECTATIONS)
+        if cfg.target not in columns_of(e) and not e.get("type", "").startswith(_BATCH_SIZE_EXPECTATIONS)
     ]
     return validate_frame(frame, {**suite, "expectations": kept})
 

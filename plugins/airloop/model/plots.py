@@ -117,16 +117,16 @@ def feature_importance(cfg: PipelineConfig, model: Any, holdout: pd.DataFrame, f
     metric when the column is shuffled), sorted, largest first."""
     from sklearn.inspection import permutation_importance
 
-    from airloop.model.train import _scorer
+    from airloop.model.metrics import scorer
 
     sample = holdout.sample(n=min(len(holdout), IMPORTANCE_ROWS), random_state=cfg.training.seed)
     classes = np.unique(sample[cfg.target]) if cfg.task == "classification" else np.array([])
-    scorer = _scorer(cfg.task, cfg.primary_metric, classes)
+    importance_scorer = scorer(cfg.task, cfg.primary_metric, classes)
     result = permutation_importance(
         model,
         sample[features],
         sample[cfg.target],
-        scoring=scorer,
+        scoring=importance_scorer,
         n_repeats=IMPORTANCE_REPEATS,
         random_state=cfg.training.seed,
         n_jobs=1,

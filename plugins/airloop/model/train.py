@@ -1,18 +1,16 @@
-"""Training: the train/test split, candidate pipelines, a seeded hyperparameter search per candidate (one
-MLflow run each), and the choice of the best candidate.
+"""Training: the train/test split, a seeded hyperparameter search per candidate (one MLflow run each), the
+logged model, and the choice of the best candidate.
 
-The logged artifact is the whole scikit-learn ``Pipeline`` (preprocessing + estimator), so it scores raw rows
-with the original columns, unseen categories and missing values included.
+The logged artifact is the whole scikit-learn ``Pipeline`` (preprocessing + estimator, see
+:mod:`airloop.model.candidates`), so it scores raw rows with the original columns, unseen categories and
+missing values included.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-import operator
 import warnings
-from collections.abc import Collection
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -23,19 +21,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    f1_score,
-    log_loss,
-    make_scorer,
-    mean_absolute_error,
-    mean_squared_error,
-    r2_score,
-    roc_auc_score,
-)
 from sklearn.model_selection import (
     KFold,
     RandomizedSearchCV,
@@ -44,11 +29,12 @@ from sklearn.model_selection import (
     train_test_split,
 )
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from airloop.config import CandidateConfig, PipelineConfig
 from airloop.data.datasets import feature_columns, fingerprint
 from airloop.errors import BadInput
+from airloop.model.candidates import build_pipeline, get_candidate, resolve_estimator, search_space
+from airloop.model.metrics import check_metric, compute_metrics, cv_value, greater_is_better, predict_with_proba, scorer
 from airloop.store import lake, tracking
 from airloop.store.lake import BATCH_COLUMN
 from airloop.values import plain
@@ -56,274 +42,11 @@ from airloop.values import plain
 log = logging.getLogger(__name__)
 
 MIN_TRAIN_ROWS = 20
-MAX_ONEHOT_CATEGORIES = 50  # bounds the dense design matrix on high-cardinality columns
-
-# Short estimator names per task; any full import path ("sklearn.svm.SVC") works too.
-ESTIMATORS: dict[str, dict[str, str]] = {
-    "classification": {
-        "logistic_regression": "sklearn.linear_model.LogisticRegression",
-        "random_forest": "sklearn.ensemble.RandomForestClassifier",
-        "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingClassifier",
-    },
-    "regression": {
-        "ridge": "sklearn.linear_model.Ridge",
-        "random_forest": "sklearn.ensemble.RandomForestRegressor",
-        "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingRegressor",
-    },
-}
-
-# "max": greater is better; "min": lower is better.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "roc_auc": "max",
-    "pr_auc": "max",
-    "f1": "max",
-    "accuracy": "max",
-    "log_loss": "min",
-    "brier": "min",
-    "rmse": "min",
-    "mae": "min",
-    "r2": "max",
-}
-TASK_METRICS = {
-    "classification": ("roc_auc", "pr_auc", "f1", "log_loss", "brier", "accuracy"),
-    "regression": ("rmse", "mae", "r2"),
-}
 
 # Types a saved pipeline may reference beyond skops' defaults: sklearn/numpy/scipy internals (tree
 # structures, dtypes) and the operator.methodcaller that casts categorical columns to text.
 _SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 _SKOPS_TRUSTED_EXACT = frozenset({"operator.methodcaller"})
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def greater_is_better(metric: str) -> bool:
-    """True when a higher value of ``metric`` is better; ValueError for an unknown metric."""
-    if metric not in METRIC_DIRECTIONS:
-        raise BadInput(f"metric {metric!r}: expected one of {sorted(METRIC_DIRECTIONS)}")
-    return METRIC_DIRECTIONS[metric] == "max"
-
-
-def check_metric(task: str, metric: str) -> None:
-    """ValueError unless ``metric`` is computed for ``task`` (e.g. rmse is not a classification metric)."""
-    if metric not in TASK_METRICS[task]:
-        raise BadInput(
-            f"evaluation.primary_metric: expected one of {list(TASK_METRICS[task])} for {task}, found {metric!r}"
-        )
-
-
-def compute_metrics(
-    task: str,
-    y_true: Any,
-    y_pred: Any,
-    y_proba: Any = None,
-    *,
-    classes: Any = None,
-    only: Collection[str] | None = None,
-) -> dict[str, float]:
-    """Test metrics of one set of predictions (``only``: just these, e.g. inside a bootstrap loop).
-
-    Classification: roc_auc (binary; macro one-vs-rest for multiclass), pr_auc (binary), f1 (binary on the
-    second class; macro for multiclass), log_loss, brier (binary: mean squared error of the positive-class
-    probability, the calibration metric), accuracy. ``y_proba`` columns follow ``classes``
-    (the model's ``classes_``; default: the sorted labels of ``y_true``); a 1-D ``y_proba`` is the
-    probability of the second class of a binary problem. Regression: rmse, mae, r2.
-    A metric that is undefined on this data (one class only in ``y_true``) is left out.
-    """
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    wanted = set(TASK_METRICS[task] if only is None else only)
-    out: dict[str, float] = {}
-    if task == "regression":
-        if "rmse" in wanted:
-            out["rmse"] = float(math.sqrt(mean_squared_error(y_true, y_pred)))
-        if "mae" in wanted:
-            out["mae"] = float(mean_absolute_error(y_true, y_pred))
-        if "r2" in wanted and len(y_true) > 1:
-            out["r2"] = float(r2_score(y_true, y_pred))
-        return out
-    classes = np.asarray(classes) if classes is not None else np.unique(y_true)
-    binary = len(classes) == 2
-    if "accuracy" in wanted:
-        out["accuracy"] = float(accuracy_score(y_true, y_pred))
-    if "f1" in wanted and binary:
-        out["f1"] = float(f1_score(y_true, y_pred, pos_label=classes[1], zero_division=0.0))
-    elif "f1" in wanted:
-        out["f1"] = float(f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0.0))
-    if y_proba is None:
-        return out
-    proba = np.asarray(y_proba, dtype=float)
-    if proba.ndim == 1:  # the positive-class probability of a binary problem
-        proba = np.column_stack([1.0 - proba, proba])
-    if "log_loss" in wanted:
-        out["log_loss"] = float(log_loss(y_true, proba, labels=classes))
-    if "brier" in wanted and binary:
-        out["brier"] = float(np.mean((proba[:, 1] - (y_true == classes[1])) ** 2))
-    if len(np.unique(y_true)) < 2:
-        return out
-    try:
-        if binary and "roc_auc" in wanted:
-            out["roc_auc"] = float(roc_auc_score(y_true == classes[1], proba[:, 1]))
-        elif "roc_auc" in wanted:
-            out["roc_auc"] = float(roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes))
-    except ValueError as err:  # e.g. a class missing from this holdout
-        log.warning("roc_auc left out: %s", err)
-    if binary and "pr_auc" in wanted:
-        out["pr_auc"] = float(average_precision_score(y_true == classes[1], proba[:, 1]))
-    return out
-
-
-def _scorer(task: str, metric: str, classes: np.ndarray) -> Any:
-    """The scikit-learn scorer for ``metric``; "neg_*" scorers are negated back in ``_cv_value``."""
-    binary = len(classes) == 2
-    if metric == "roc_auc":
-        return "roc_auc" if binary else "roc_auc_ovr"
-    if metric == "pr_auc":
-        if not binary:
-            raise BadInput(f"primary metric pr_auc needs a binary target, found {len(classes)} classes")
-        return make_scorer(average_precision_score, response_method="predict_proba", pos_label=classes[1])
-    if metric == "f1":
-        return make_scorer(f1_score, pos_label=classes[1]) if binary else "f1_macro"
-    return {
-        "log_loss": "neg_log_loss",
-        "brier": "neg_brier_score",
-        "accuracy": "accuracy",
-        "rmse": "neg_root_mean_squared_error",
-        "mae": "neg_mean_absolute_error",
-        "r2": "r2",
-    }[metric]
-
-
-def _cv_value(scorer: Any, score: float) -> float:
-    return -float(score) if isinstance(scorer, str) and scorer.startswith("neg_") else float(score)
-
-
-# ------------------------------------------------------------------------------------------- candidates
-
-
-def default_candidates(task: str) -> list[CandidateConfig]:
-    """Three candidates per task, each with a small search space (used when the YAML names none)."""
-    trees = [
-        CandidateConfig(
-            name="random_forest",
-            estimator="random_forest",
-            params={"n_estimators": 100, "n_jobs": 1},
-            search_space={"max_depth": [None, 8, 16], "min_samples_leaf": [1, 5]},
-        ),
-        CandidateConfig(
-            name="hist_gradient_boosting",
-            estimator="hist_gradient_boosting",
-            search_space={"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31]},
-        ),
-    ]
-    if task == "classification":
-        linear = CandidateConfig(
-            name="logistic_regression",
-            estimator="logistic_regression",
-            params={"max_iter": 1000},
-            search_space={"C": [0.01, 0.1, 1.0, 10.0]},
-        )
-        return [linear, *trees]
-    if task == "regression":
-        return [
-            CandidateConfig(name="ridge", estimator="ridge", search_space={"alpha": [0.1, 1.0, 10.0, 100.0]}),
-            *trees,
-        ]
-    raise BadInput(f"task: expected 'classification' or 'regression', found {task!r}")
-
-
-def candidates(cfg: PipelineConfig) -> list[CandidateConfig]:
-    """The pipeline's candidates: ``training.candidates`` from the YAML, else the task's defaults."""
-    return list(cfg.training.candidates or default_candidates(cfg.task))
-
-
-def get_candidate(cfg: PipelineConfig, name: str) -> CandidateConfig:
-    """The candidate called ``name``; ValueError listing the known names otherwise."""
-    found = {c.name: c for c in candidates(cfg)}
-    if name not in found:
-        raise BadInput(f"pipeline {cfg.name!r}: no candidate named {name!r} (known: {', '.join(found)})")
-    return found[name]
-
-
-def resolve_estimator(candidate: CandidateConfig, task: str | None = None) -> tuple[str, type]:
-    """``(import path, class)`` of a candidate's estimator, named by short name (ESTIMATORS) or import path."""
-    name = candidate.estimator
-    paths = {t: names[name] for t, names in ESTIMATORS.items() if name in names}
-    if task is not None and task in paths:
-        path = paths[task]
-    elif paths and task is None and len(set(paths.values())) == 1:
-        path = next(iter(paths.values()))
-    elif paths:
-        raise BadInput(
-            f"candidate {candidate.name!r}: estimator {name!r} is defined for {sorted(paths)}, "
-            f"not for task {task!r}; use one of {sorted(ESTIMATORS.get(task or '', {}))} or an import path"
-        )
-    elif "." in name:
-        path = name
-    else:
-        known = sorted({n for names in ESTIMATORS.values() for n in names})
-        raise BadInput(
-            f"candidate {candidate.name!r}: unknown estimator {name!r}; expected a short name "
-            f"({', '.join(known)}) or an import path like 'sklearn.svm.SVC'"
-        )
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise BadInput(
-            f"candidate {candidate.name!r}: estimator {path!r} cannot be imported ({err}); expected an "
-            f"importable class like 'sklearn.svm.SVC'"
-        ) from None
-    if not (hasattr(cls, "fit") and hasattr(cls, "predict")):
-        raise BadInput(f"candidate {candidate.name!r}: {path!r} is not an estimator (no fit/predict)")
-    return path, cls
-
-
-def build_pipeline(
-    candidate: CandidateConfig,
-    numeric: list[str],
-    categorical: list[str],
-    seed: int,
-    *,
-    task: str | None = None,
-) -> Pipeline:
-    """An unfitted ``Pipeline([("prep", ColumnTransformer), ("model", estimator)])`` scoring raw rows.
-
-    Numeric columns: median imputation + scaling. Categorical columns: cast to text (pandas 3 string,
-    bool, category or object columns alike; missing stays missing), constant "missing" imputation, one-hot
-    encoding that ignores unseen categories. The estimator gets ``random_state=seed`` when it has one.
-    """
-    if not numeric and not categorical:
-        raise BadInput(f"candidate {candidate.name!r}: no feature columns to train on")
-    _, cls = resolve_estimator(candidate, task)
-    params = dict(candidate.params)
-    try:
-        estimator = cls(**params)
-    except TypeError as err:
-        raise BadInput(f"candidate {candidate.name!r}: params {params} rejected by {cls.__name__}: {err}") from None
-    if "random_state" in estimator.get_params() and "random_state" not in params:
-        estimator.set_params(random_state=seed)
-    transformers = []
-    if numeric:
-        num = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-        transformers.append(("num", num, list(numeric)))
-    if categorical:
-        # A methodcaller (not a custom function) keeps the artifact loadable with sklearn/pandas/skops only.
-        as_text = FunctionTransformer(operator.methodcaller("astype", "str"), feature_names_out="one-to-one")
-        cat = Pipeline(
-            [
-                ("as_text", as_text),
-                ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
-                (
-                    "onehot",
-                    OneHotEncoder(handle_unknown="ignore", max_categories=MAX_ONEHOT_CATEGORIES),
-                ),
-            ]
-        )
-        transformers.append(("cat", cat, list(categorical)))
-    prep = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-    return Pipeline([("prep", prep), ("model", estimator)])
 
 
 # ------------------------------------------------------------------------------------------------ split
@@ -510,17 +233,6 @@ def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str
     return info, "cloudpickle"
 
 
-def _search_space(candidate: CandidateConfig, model: Pipeline) -> dict[str, list[Any]]:
-    valid = model.named_steps["model"].get_params()
-    unknown = [k for k in candidate.search_space if k not in valid]
-    if unknown:
-        raise BadInput(
-            f"candidate {candidate.name!r}: search_space keys {unknown} are not parameters of "
-            f"{type(model.named_steps['model']).__name__} (known: {sorted(valid)})"
-        )
-    return {f"model__{k}": list(v) for k, v in candidate.search_space.items()}
-
-
 def _fit(
     cfg: PipelineConfig, candidate: CandidateConfig, split: dict[str, Any], X: pd.DataFrame, y: pd.Series
 ) -> tuple[Pipeline, dict[str, Any], float, Any]:
@@ -535,20 +247,20 @@ def _fit(
                 f"pipeline {cfg.name!r}: class {plain(rarest.idxmin())!r} of target column {cfg.target!r} has "
                 f"{rarest.min()} training rows; training.cv_folds={cfg.training.cv_folds} needs at least that many"
             )
-    scorer = _scorer(cfg.task, cfg.primary_metric, classes)
+    cv_scorer = scorer(cfg.task, cfg.primary_metric, classes)
     splitter_cls = StratifiedKFold if cfg.task == "classification" else KFold
     cv = splitter_cls(n_splits=cfg.training.cv_folds, shuffle=True, random_state=seed)
-    space = _search_space(candidate, model)
+    space = search_space(candidate, model)
     if not space:
-        scores = cross_val_score(model, X, y, scoring=scorer, cv=cv, n_jobs=1, error_score="raise")
+        scores = cross_val_score(model, X, y, scoring=cv_scorer, cv=cv, n_jobs=1, error_score="raise")
         model.fit(X, y)
-        return model, {}, _cv_value(scorer, float(np.mean(scores))), scorer
+        return model, {}, cv_value(cv_scorer, float(np.mean(scores))), cv_scorer
     grid_size = math.prod(len(v) for v in space.values())
     search = RandomizedSearchCV(
         model,
         space,
         n_iter=min(cfg.training.n_iter, grid_size),
-        scoring=scorer,
+        scoring=cv_scorer,
         cv=cv,
         refit=True,
         random_state=seed,
@@ -557,15 +269,7 @@ def _fit(
     )
     search.fit(X, y)
     best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
-    return search.best_estimator_, best, _cv_value(scorer, search.best_score_), scorer
-
-
-def predict_with_proba(task: str, model: Any, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, Any]:
-    """(predictions, class probabilities or None, classes or None) of a fitted sklearn model."""
-    y_pred = np.asarray(model.predict(X))
-    if task == "classification" and hasattr(model, "predict_proba"):
-        return y_pred, np.asarray(model.predict_proba(X)), getattr(model, "classes_", None)
-    return y_pred, None, None
+    return search.best_estimator_, best, cv_value(cv_scorer, search.best_score_), cv_scorer
 
 
 def train_candidate(
@@ -671,7 +375,7 @@ def select_best(cfg: PipelineConfig, results: list[dict[str, Any]]) -> dict[str,
     """
     usable = [r for r in results if r and r.get("cv_score") is not None and not math.isnan(r["cv_score"])]
     if not usable:
-        raise ValueError(f"pipeline {cfg.name!r}: no candidate produced a cv score (got {len(results)} results)")
+        raise BadInput(f"pipeline {cfg.name!r}: no candidate produced a cv score (got {len(results)} results)")
     higher = greater_is_better(cfg.primary_metric)
     ranked = sorted(usable, key=lambda r: r["cv_score"], reverse=higher)
     best = ranked[0]

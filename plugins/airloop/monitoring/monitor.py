@@ -11,7 +11,7 @@ import datetime as dt
 
 from airloop.config import PipelineConfig
 from airloop.data.datasets import attach_labels, feature_columns
-from airloop.errors import NothingToDo
+from airloop.errors import BadInput, NothingToDo
 from airloop.store import lake as lk
 from airloop.store import models
 from airloop.store.lake import Lake
@@ -19,7 +19,7 @@ from airloop.store.lake import Lake
 
 def live_metric(cfg: PipelineConfig, lake: Lake, model_version: str) -> dict:
     """The primary metric over this champion's predictions whose labels have arrived (empty when none)."""
-    from airloop.model.train import compute_metrics
+    from airloop.model.metrics import compute_metrics
 
     preds = lake.read_zone("predictions")
     if preds.empty or cfg.id_column is None:
@@ -49,6 +49,10 @@ def verdict_history(lake: Lake, model_version: str, until_batch: str) -> list[st
     return statuses
 
 
+class MissingReference(BadInput):
+    """The champion's training run names no reference sample to compare against; retrying cannot help."""
+
+
 def monitor_batch(
     cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None, run_info: dict | None = None
 ) -> dict:
@@ -56,11 +60,14 @@ def monitor_batch(
 
     Writes an HTML report and a verdict JSON to the lake and logs metrics to MLflow; returns
     {"batch_id","status","confirmed","drifted_features","psi","report_uri","live","model_version","run_id"}.
+    Raises NoChampion when there is no champion, and a BadInput (MissingReference, LakeError, DriftInputError)
+    when its reference sample or the batch cannot be read or compared.
     """
     import mlflow
     import mlflow.sklearn
 
     from airloop.monitoring import drift
+    from airloop.monitoring.report import render_html
     from airloop.serving.score import NoChampion, predict_frame
     from airloop.store import registry, tracking
 
@@ -72,7 +79,10 @@ def monitor_batch(
     run = mlflow.tracking.MlflowClient().get_run(champion.run_id)
     reference_uri = run.data.tags.get("airloop.reference_uri")
     if not reference_uri:
-        raise LookupError(f"run {champion.run_id} of champion v{champion.version} has no airloop.reference_uri tag")
+        raise MissingReference(
+            f"run {champion.run_id} of champion v{champion.version}: expected an airloop.reference_uri tag "
+            "(set by training), found none; retrain to record the reference sample"
+        )
     reference = lk.read_parquet(reference_uri)
     current = lk.read_parquet(lake.part("validated", batch_id))
     numeric, categorical = feature_columns(cfg, reference)
@@ -100,7 +110,7 @@ def monitor_batch(
         "confirmed": confirmed,
         **live,
     }
-    html = drift.render_html(report, f"Drift report: {cfg.name} {batch_id}", context)
+    html = render_html(report, f"Drift report: {cfg.name} {batch_id}", context)
     report_uri = lk.write_bytes(lake.report("drift", f"{batch_id}.html"), html.encode())
     experiment_id = tracking.ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{batch_id}") as mrun:
@@ -202,7 +212,7 @@ def champion_history(cfg: PipelineConfig, lake: Lake) -> list[dict]:
     """
     import numpy as np
 
-    from airloop.model.train import greater_is_better
+    from airloop.model.metrics import greater_is_better
 
     metric = f"live_{cfg.primary_metric}"
     higher = greater_is_better(cfg.primary_metric)

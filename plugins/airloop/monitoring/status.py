@@ -66,7 +66,7 @@ def _dag_runs(cfg: PipelineConfig) -> dict:
 
 
 def pipeline_status(cfg: PipelineConfig) -> dict:
-    from airloop.model import retrain
+    from airloop.model.plan import retrain_log
     from airloop.monitoring import monitor
 
     lake = Lake(cfg.name)
@@ -89,7 +89,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
             k: verdict.get(k)
             for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri", "model_version")
         },
-        "retrains": retrain.retrain_log(lake),
+        "retrains": retrain_log(lake),
         "staleness": history,
         "lake_uri": lake.root,
     }

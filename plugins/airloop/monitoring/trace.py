@@ -55,7 +55,7 @@ def find_prediction(lake: Lake, prediction_id: str) -> dict:
     """The lake record of one prediction (from ``predictions/`` or the serving log); PredictionNotFound if absent."""
     _, source, _ = parse_prediction_id(prediction_id)
     if source.startswith("serve-"):
-        from airloop.serving.serve import SERVING_ZONE
+        from airloop.serving.servinglog import SERVING_ZONE
 
         uris = lk.list_uris(lake.partition(SERVING_ZONE, source.removeprefix("serve-")))
         where = f"the serving log of {source.removeprefix('serve-')}"

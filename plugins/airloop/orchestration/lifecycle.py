@@ -11,10 +11,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from airloop.config import PipelineConfig
+from airloop.errors import AirloopError
 from airloop.orchestration.runner import Runner, RunResult
 
 
-class StageRefused(RuntimeError):
+class StageRefused(AirloopError):
     """A stage refused (bad data, a failed gate...); the message is the short reason."""
 
 

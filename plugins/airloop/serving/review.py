@@ -4,8 +4,8 @@ The server writes every prediction whose probability is below ``serving.low_conf
 ``review/date=<day>/part-*.parquet`` (with its features). Reviewers export the pending items
 (``airloop review NAME --export pending.csv``), fill in the target column, and submit the file
 (``airloop review NAME --labels done.csv --reviewer ana``), which lands in ``review_labels/date=<day>/``.
-:func:`reviewed_rows` turns reviewed items into labeled training rows; :func:`airloop.data.datasets.labeled_frame`
-adds them to the training data of the batches whose dates they fall in.
+:func:`airloop.data.labels.reviewed_rows` turns reviewed items into labeled training rows, and
+:func:`airloop.data.datasets.labeled_frame` adds them to the training data of the batches whose dates they fall in.
 """
 
 from __future__ import annotations
@@ -17,22 +17,16 @@ import uuid
 import pandas as pd
 
 from airloop.config import PipelineConfig
+from airloop.data.labels import review_labels, review_queue
 from airloop.errors import BadInput
 from airloop.store import lake as lk
-from airloop.store.lake import Lake
+from airloop.store.lake import REVIEW_LABELS_ZONE, REVIEW_QUEUE_ZONE, Lake
 
-QUEUE_ZONE = "review"
-LABELS_ZONE = "review_labels"
 QUEUE_COLUMNS = ["prediction_id", "served_at", "model_version", "prediction", "probability", "entity_id", "features"]
 
 
 class ReviewError(BadInput):
     """Reviewed labels that cannot be used; the message names the column or the prediction ids."""
-
-
-def _read(lake: Lake, zone: str) -> pd.DataFrame:
-    frames = [lk.read_parquet(u) for d in lake.batches(zone) for u in lk.list_uris(lake.partition(zone, d))]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _write(lake: Lake, zone: str, day: str, frame: pd.DataFrame) -> str:
@@ -46,26 +40,15 @@ def enqueue(cfg: PipelineConfig, lake: Lake, predictions: pd.DataFrame) -> str |
         return None
     rows = predictions[[c for c in QUEUE_COLUMNS if c in predictions.columns]].copy()
     rows["queued_at"] = dt.datetime.now(dt.UTC).isoformat()
-    return _write(lake, QUEUE_ZONE, str(rows["served_at"].iloc[0])[:10], rows)
-
-
-def queue(lake: Lake) -> pd.DataFrame:
-    """Every queued item (reviewed or not)."""
-    return _read(lake, QUEUE_ZONE)
-
-
-def labels(lake: Lake) -> pd.DataFrame:
-    """Every submitted review label; the latest per prediction id wins."""
-    frame = _read(lake, LABELS_ZONE)
-    return frame.drop_duplicates("prediction_id", keep="last") if not frame.empty else frame
+    return _write(lake, REVIEW_QUEUE_ZONE, str(rows["served_at"].iloc[0])[:10], rows)
 
 
 def pending(cfg: PipelineConfig, lake: Lake) -> pd.DataFrame:
     """Queued items without a label yet, one column per feature plus an empty target column to fill in."""
-    items = queue(lake)
+    items = review_queue(lake)
     if items.empty:
         return items
-    done = labels(lake)
+    done = review_labels(lake)
     if not done.empty:
         items = items[~items["prediction_id"].isin(done["prediction_id"])]
     features = pd.DataFrame([json.loads(f) for f in items["features"]], index=items.index)
@@ -89,44 +72,11 @@ def submit_labels(cfg: PipelineConfig, lake: Lake, reviewed: pd.DataFrame, revie
     rows = rows[rows[cfg.target].notna() & (rows[cfg.target].astype(str).str.strip() != "")]
     if rows.empty:
         return {"rows": 0, "uri": None}
-    known = set(queue(lake).get("prediction_id", pd.Series(dtype=str)))
+    known = set(review_queue(lake).get("prediction_id", pd.Series(dtype=str)))
     unknown = sorted(set(rows["prediction_id"]) - known)
     if unknown:
         raise ReviewError(f"reviewed labels: prediction ids not in the review queue of {cfg.name!r}: {unknown[:5]}")
     rows["reviewer"] = reviewer
     rows["reviewed_at"] = dt.datetime.now(dt.UTC).isoformat()
-    uri = _write(lake, LABELS_ZONE, rows["reviewed_at"].iloc[0][:10], rows)
+    uri = _write(lake, REVIEW_LABELS_ZONE, rows["reviewed_at"].iloc[0][:10], rows)
     return {"rows": len(rows), "uri": uri}
-
-
-def reviewed_rows(cfg: PipelineConfig, lake: Lake, days: tuple[str, str] | None = None) -> pd.DataFrame:
-    """Reviewed items as labeled training rows: the features as served, the reviewer's target, the id column
-    (the client's id, else the prediction id), the event time (when it was served) and ``_batch_id``
-    ``review:<day>``. ``days`` = (first, last) keeps items served in that range of dates."""
-    from airloop.store.lake import BATCH_COLUMN
-
-    items, done = queue(lake), labels(lake)
-    if items.empty or done.empty:
-        return pd.DataFrame()
-    items = items.drop_duplicates("prediction_id", keep="last").merge(
-        done[["prediction_id", cfg.target, "reviewer"]], on="prediction_id", how="inner"
-    )
-    day = items["served_at"].str[:10]
-    if days is not None:
-        items, day = items[(day >= days[0]) & (day <= days[1])], day[(day >= days[0]) & (day <= days[1])]
-    if items.empty:
-        return pd.DataFrame()
-    out = pd.DataFrame([json.loads(f) for f in items["features"]])
-    target = pd.to_numeric(items[cfg.target], errors="coerce") if cfg.task == "regression" else items[cfg.target]
-    if cfg.task == "classification":
-        as_num = pd.to_numeric(items[cfg.target], errors="coerce")
-        target = as_num if as_num.notna().all() else items[cfg.target]
-    out[cfg.target] = target.to_numpy()
-    if cfg.id_column:
-        ids = items["entity_id"] if "entity_id" in items.columns else pd.Series([None] * len(items))
-        out[cfg.id_column] = ids.where(ids.notna(), items["prediction_id"]).to_numpy()
-    if cfg.event_time_column:
-        out[cfg.event_time_column] = pd.to_datetime(items["served_at"].to_numpy(), utc=True).tz_convert(None)
-    out[BATCH_COLUMN] = ("review:" + day).to_numpy()
-    out["_prediction_id"] = items["prediction_id"].to_numpy()
-    return out

@@ -8,6 +8,8 @@ Layout per pipeline, partitioned by batch (the data interval's start date)::
     {lake}/{pipeline}/quarantine/date={batch}/part-0.parquet
     {lake}/{pipeline}/labels/date={batch}/part-0.parquet
     {lake}/{pipeline}/predictions/date={batch}/part-0.parquet
+    {lake}/{pipeline}/review/date={day}/part-*.parquet          served predictions queued for review
+    {lake}/{pipeline}/review_labels/date={day}/part-*.parquet   reviewers' labels for them
     {lake}/{pipeline}/manifests/{batch}.json
     {lake}/{pipeline}/reports/...
 
@@ -37,6 +39,8 @@ DATE = r"\d{4}-\d{2}-\d{2}"  # a batch id is the start date of its data interval
 BATCH_ID_PATTERN = re.compile(rf"^{DATE}$")
 DATE_IN_TEXT = re.compile(rf"({DATE})")  # the first date in a file name or path
 BATCH_COLUMN = "_batch_id"  # every staged, validated and scored row carries its batch id
+REVIEW_QUEUE_ZONE = "review"  # written by airloop.serving.review, read back as training data by airloop.data.labels
+REVIEW_LABELS_ZONE = "review_labels"
 _SEGMENT_PATTERN = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 

@@ -1,4 +1,5 @@
-"""Training plans: which data a (re)training uses, and the guards that keep drift-triggered retraining sane.
+"""Training plans: which data a (re)training uses, the guards that keep drift-triggered retraining sane, and
+the bookkeeping around a training (its frozen split before, the retrain record after).
 
 The first training uses every validated batch. A retraining uses the last ``window_days`` of batches plus
 a seeded sample of older labeled rows (the reference), and runs only when the guards allow it:
@@ -185,3 +186,15 @@ def finish_retrain(lake: Lake, batch_id: str, train_run_id: str) -> None:
     for entry in retrain_log(lake):
         if entry["batch_id"] == batch_id:
             record_retrain(lake, {**entry, "train_run_id": train_run_id})
+
+
+def finish_training(cfg: PipelineConfig, lake: Lake, split: dict, results: list[dict]) -> dict:
+    """Select the best of the candidates' ``results`` (:func:`airloop.model.train.select_best`) and, when
+    the ``split`` (from :func:`prepare_training`) belongs to a retrain, attach the selected run to its retrain
+    record. Returns select_best's dict."""
+    from airloop.model.train import select_best
+
+    best = select_best(cfg, list(results))
+    if split["plan"]["kind"] == "retrain":
+        finish_retrain(lake, split["plan"]["batch_id"], best["run_id"])
+    return best

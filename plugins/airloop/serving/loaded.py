@@ -1,0 +1,49 @@
+"""One registered version made ready to serve: :func:`load_version` takes a pipeline config and a version
+number and returns a :class:`LoadedModel` (the estimator, its run, its input spec and, when it reproduces the
+pipeline, its compiled scoring path). Models are loaded through :mod:`airloop.store.models`, the one loader.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from airloop.config import PipelineConfig
+from airloop.serving.compiled import CompiledPipeline, compile_pipeline
+from airloop.serving.spec import Column, input_columns
+from airloop.store import models
+
+
+@dataclass
+class LoadedModel:
+    """A model version ready to serve: the estimator, its version and run, and its precomputed input spec."""
+
+    model: Any
+    version: str
+    run_id: str
+    columns: list[Column]
+    classes: np.ndarray | None = None
+    compiled: CompiledPipeline | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
+    """Load ``models:/NAME/version`` (sklearn flavor) with its input spec."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.tracking import MlflowClient
+
+    uri = models.version_uri(cfg, version)
+    mv = MlflowClient().get_model_version(cfg.registered_model_name, str(version))
+    model = models.load_uri(uri)
+    signature = mlflow.models.get_model_info(uri).signature
+    classes = getattr(model, "classes_", None) if cfg.task == "classification" else None
+    columns = input_columns(model, signature)
+    return LoadedModel(model, str(version), mv.run_id, columns, classes, compile_pipeline(model, columns, cfg.task))

@@ -1,0 +1,334 @@
+"""The serving state of one pipeline: :class:`ModelServer` takes a pipeline config (and a lake) and answers
+:meth:`ModelServer.invoke` (a raw request body) with that request's predictions.
+
+- concurrent requests are *micro-batched*: one coroutine drains the queue and scores every pending request in
+  one ``predict_proba`` call (in a worker thread when the sklearn pipeline, not the compiled path, scores);
+- a background thread polls the registry alias, loads a new version and swaps one reference: a batch in
+  flight finishes on the model it started with, and no request is dropped;
+- requests and responses go to the lake in batches from another thread (:mod:`airloop.serving.servinglog`);
+  low-confidence rows also go to the review queue (:mod:`airloop.serving.review`);
+- in shadow mode the challenger scores the same rows after the champion answered; its output is logged only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gc
+import json
+import logging
+import sys
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from airloop.config import PipelineConfig
+from airloop.serving.loaded import LoadedModel, load_version
+from airloop.serving.metrics import Metrics
+from airloop.serving.payload import PayloadError, parse_payload
+from airloop.serving.servinglog import IdMaker, entity_ids, write_serving_log
+from airloop.serving.spec import to_frame
+from airloop.store.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    cols: dict[str, list]
+    rows: int
+    future: asyncio.Future
+    entity_ids: list | None = None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's output for parsed columns: ``probability`` is that of the predicted class and ``positive``
+    that of the positive class (both None without class probabilities; ``positive`` None beyond two classes)."""
+
+    predictions: np.ndarray
+    probability: np.ndarray | None = None
+    positive: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One model call over several requests: one response per request, and what :meth:`ModelServer._after`
+    needs to score the shadow and log the batch once the responses are out (lists are per row)."""
+
+    responses: list[dict]
+    spec: LoadedModel
+    cols: dict[str, list]
+    ids: list[str]
+    predictions: list
+    probabilities: list
+    positive: np.ndarray | None
+    low_confidence: list[bool]
+    entity_ids: list
+
+
+class ModelServer:
+    """The serving state of one pipeline: the current model (swapped atomically), the micro-batcher, the
+    alias poller and the lake logger. :func:`airloop.serving.app.create_app` wraps it in FastAPI."""
+
+    def __init__(self, cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: bool = True):
+        self.cfg = cfg
+        self.lake = lake or Lake(cfg.name)
+        self.log_requests = log_requests
+        self.current: LoadedModel | None = None
+        self.shadow: LoadedModel | None = None
+        self.metrics = Metrics()
+        self.log_buffer: deque[dict] = deque()  # column chunks, one per scored batch
+        self.buffered_rows = 0
+        self.threshold = cfg.serving.low_confidence_threshold
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airloop-predict")
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._batcher: asyncio.Task | None = None
+        self._ids = IdMaker(cfg.name)
+
+    # --- model versions -------------------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Load the version the alias ``champion`` points at (and the challenger, in shadow mode) if it
+        changed; returns True when the champion was swapped. Errors leave the current model serving."""
+        from airloop.store import registry, tracking
+
+        tracking.configure_mlflow()
+        swapped = False
+        mv = registry.get_version(self.cfg, registry.CHAMPION)
+        if mv is not None and (self.current is None or self.current.version != str(mv.version)):
+            loaded = load_version(self.cfg, str(mv.version))
+            previous, self.current = self.current, loaded  # one reference assignment: atomic
+            self.metrics.swaps += previous is not None
+            swapped = True
+            log.info(
+                "serving %s v%s (was %s)", self.cfg.registered_model_name, loaded.version, previous and previous.version
+            )
+        if self.cfg.serving.shadow:
+            ch = registry.get_version(self.cfg, registry.CHALLENGER)
+            if ch is None:
+                self.shadow = None
+            elif self.shadow is None or self.shadow.version != str(ch.version):
+                self.shadow = load_version(self.cfg, str(ch.version))
+                log.info("shadow: challenger v%s", self.shadow.version)
+        return swapped
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.cfg.serving.poll_interval_s):
+            try:
+                self.refresh()
+            except Exception:  # the registry may be briefly unreachable: keep serving, try again later
+                log.exception("alias poll failed; still serving v%s", self.current and self.current.version)
+
+    # --- scoring ---------------------------------------------------------------------------------------
+
+    def predict_rows(self, spec: LoadedModel, cols: dict[str, list]) -> Scores:
+        """The :class:`Scores` of parsed columns: through the compiled path when the model has one, else
+        through the sklearn pipeline."""
+        model = spec.compiled
+        data: Any = cols
+        if model is None:
+            model, data = spec.model, to_frame(cols, spec.columns)
+        if spec.classes is not None and hasattr(model, "predict_proba"):
+            proba = np.asarray(model.predict_proba(data))
+            best = proba.argmax(axis=1)
+            score = proba[:, 1] if proba.shape[1] == 2 else None
+            return Scores(spec.classes[best], proba[np.arange(len(best)), best], score)
+        return Scores(np.asarray(model.predict(data)))
+
+    def _score_batch(self, spec: LoadedModel, items: list[_Pending]) -> ScoredBatch:
+        """Score every pending request in one model call; returns the :class:`ScoredBatch`."""
+        if len(items) == 1:
+            cols = items[0].cols
+        else:
+            cols = {n: [v for it in items for v in it.cols[n]] for n in spec.names}
+        scores = self.predict_rows(spec, cols)
+        pred, prob = scores.predictions, scores.probability
+        n = len(pred)
+        self.metrics.batches += 1
+        self.metrics.batch_rows += n
+        self.metrics.predictions += n
+        pred_list = pred.tolist()
+        prob_list = prob.tolist() if prob is not None else [None] * n
+        low = [p is not None and self.threshold is not None and p < self.threshold for p in prob_list]
+        self.metrics.low_confidence += sum(low)
+        ids = self._ids.make(n)
+        out, start = [], 0
+        for it in items:
+            end = start + it.rows
+            out.append(
+                {
+                    "predictions": pred_list[start:end],
+                    "probabilities": prob_list[start:end],
+                    "model_version": spec.version,
+                    "prediction_ids": ids[start:end],
+                    "low_confidence": low[start:end],
+                }
+            )
+            start = end
+        entity = [e for it in items for e in (it.entity_ids or [None] * it.rows)]
+        return ScoredBatch(out, spec, cols, ids, pred_list, prob_list, scores.positive, low, entity)
+
+    def _after(self, batch: ScoredBatch) -> None:
+        """After the answers: the shadow challenger's predictions, and the log rows (flushed by another thread)."""
+        spec, cols, ids, pred, score = batch.spec, batch.cols, batch.ids, batch.predictions, batch.positive
+        shadow = self.shadow
+        s_pred = s_prob = None
+        if shadow is not None and set(shadow.names) <= set(cols):
+            try:
+                s = self.predict_rows(shadow, cols)
+                s_pred, s_prob = s.predictions.tolist(), (s.probability.tolist() if s.probability is not None else None)
+                self.metrics.shadow_rows += len(s_pred)
+                self.metrics.shadow_disagreements += sum(a != b for a, b in zip(pred, s_pred, strict=True))
+            except Exception:  # a broken challenger must never hurt the champion's answers
+                log.exception("shadow challenger v%s failed", shadow.version)
+        if not self.log_requests:
+            return
+        n = len(ids)
+        nothing = [None] * n
+        chunk = {  # columns, not rows: cheap here; the flush thread turns them into Parquet
+            "prediction_id": ids,
+            "served_at": [dt.datetime.now(dt.UTC).isoformat()] * n,
+            "model_version": [spec.version] * n,
+            "model_run_id": [spec.run_id] * n,
+            "prediction": pred,
+            "probability": batch.probabilities,
+            "score": nothing if score is None else score.tolist(),
+            "low_confidence": batch.low_confidence,
+            "entity_id": [None if e is None else str(e) for e in batch.entity_ids],
+            "shadow_version": nothing if s_pred is None else [shadow.version] * n,
+            "shadow_prediction": nothing if s_pred is None else s_pred,
+            "shadow_probability": nothing if s_prob is None else s_prob,
+            "_inputs": (spec.names, cols),
+        }
+        self.log_buffer.append(chunk)
+        self.buffered_rows += n
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        limit = self.cfg.serving.max_batch_rows
+        while True:
+            first = await self._queue.get()
+            items, rows = [first], first.rows
+            while rows < limit and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                items.append(nxt)
+                rows += nxt.rows
+            spec = self.current  # captured once: a swap during this batch cannot mix versions
+            try:
+                if spec.compiled is not None:  # well under a millisecond: no thread hop
+                    batch = self._score_batch(spec, items)
+                else:  # the sklearn pipeline takes milliseconds: keep the loop accepting meanwhile
+                    batch = await loop.run_in_executor(self._executor, self._score_batch, spec, items)
+            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(err)
+                continue
+            for it, res in zip(items, batch.responses, strict=True):
+                if not it.future.done():
+                    it.future.set_result(res)
+            if self.log_requests or self.shadow is not None:
+                await asyncio.sleep(0)  # let the handlers send their responses first
+                try:
+                    self._after(batch)
+                except Exception:  # logging must never take the server down
+                    log.exception("could not record a batch of %d predictions", len(batch.ids))
+
+    async def invoke(self, body: bytes) -> dict:
+        """Parse, queue and await one request's predictions; raises PayloadError for a bad payload."""
+        spec = self.current
+        if spec is None:
+            raise PayloadError(
+                f"model {self.cfg.registered_model_name!r}: no version has the alias 'champion' yet", 503
+            )
+        cols = parse_payload(body, spec, self.cfg.serving.max_request_rows)
+        rows = len(next(iter(cols.values())))
+        entity = None
+        if self.cfg.id_column and self.log_requests:
+            entity = entity_ids(body, self.cfg.id_column, rows)
+        future = asyncio.get_running_loop().create_future()
+        assert self._queue is not None
+        self._queue.put_nowait(_Pending(cols, rows, future, entity))
+        return await future
+
+    # --- the request log -------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write buffered prediction rows to the lake (and low-confidence ones to the review queue);
+        returns the number of rows written. Rows stay buffered if the write fails."""
+        import pyarrow as pa
+
+        from airloop.serving import review
+
+        chunks = []
+        while self.log_buffer:
+            chunks.append(self.log_buffer.popleft())
+        if not chunks:
+            return 0
+        columns = {k: [v for c in chunks for v in c[k]] for k in chunks[0] if k != "_inputs"}
+        columns["features"] = [
+            json.dumps({name: cols[name][i] for name in names})
+            for c in chunks
+            for names, cols in [c["_inputs"]]
+            for i in range(len(c["prediction_id"]))
+        ]
+        rows = len(columns["prediction_id"])
+        try:
+            table = pa.table(columns)
+            write_serving_log(self.lake, table)
+            if any(columns["low_confidence"]):
+                low = table.filter(pa.array(columns["low_confidence"])).to_pandas()
+                review.enqueue(self.cfg, self.lake, low)
+        except Exception:
+            self.metrics.log_errors += 1
+            self.log_buffer.extendleft(reversed(chunks))
+            log.exception("could not write %d prediction rows to the lake; kept for the next try", rows)
+            return 0
+        self.buffered_rows -= rows
+        self.metrics.logged_rows += rows
+        return rows
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.cfg.serving.log_flush_s):
+            self.flush()
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the champion (absent is allowed: /health says so), start the batcher and the threads."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.refresh)
+        except Exception:
+            log.exception("could not load the champion of %s at start-up", self.cfg.name)
+        # Long-lived objects (mlflow, sklearn, the model) out of the collector's reach, and short GIL
+        # slices for the background threads: both keep pauses out of the request latency tail.
+        gc.collect()
+        gc.freeze()
+        sys.setswitchinterval(0.0005)
+        self._queue = asyncio.Queue()
+        self._batcher = asyncio.create_task(self._batch_loop())
+        self._stop.clear()
+        for target, name in ((self._poll, "airloop-alias-poll"), (self._flush_loop, "airloop-lake-log")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    async def stop(self) -> None:
+        """Stop the threads and write what is still buffered."""
+        self._stop.set()
+        if self._batcher:
+            self._batcher.cancel()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self._executor.shutdown(wait=True)
+        if self.log_requests:
+            self.flush()
