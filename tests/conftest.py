@@ -27,27 +27,15 @@ def airloop_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def pipeline_cfg():
     """A small pipeline config factory: ``pipeline_cfg(source_uri, **overrides)``."""
-    from airloop.config import parse_pipeline
+    from fixtures.configs import pipeline_cfg
 
-    def make(uri: str = "file:///nowhere/*.csv", **overrides):
-        data = {
-            "name": "t",
-            "source": {"uri": uri},
-            "target": "churned",
-            "task": "classification",
-            "id_column": "customer_id",
-            "event_time_column": "event_time",
-        }
-        data.update(overrides)
-        return parse_pipeline(data, "test.yaml")
-
-    return make
+    return pipeline_cfg
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """One real SeaweedFS S3 server for the session (see tests/services.py)."""
-    from services import start_seaweedfs, stop_seaweedfs
+    """One real SeaweedFS S3 server for the session (see tests/fixtures/services.py)."""
+    from fixtures.services import start_seaweedfs, stop_seaweedfs
 
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     yield server
@@ -65,7 +53,7 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
-    from services import create_database, drop_database
+    from fixtures.services import create_database, drop_database
 
     url = create_database()
     yield url

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from fixtures import DATA
 from test_loop import airloop
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 pytestmark = pytest.mark.slow
 
 

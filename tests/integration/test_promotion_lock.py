@@ -7,14 +7,13 @@ import threading
 import time
 
 import pytest
-
-from airloop.config import parse_pipeline
+from fixtures.configs import pipeline_cfg
 
 pytestmark = pytest.mark.integration
 
 
 def make_cfg(name):
-    return parse_pipeline({"name": name, "source": {"uri": "file:///x/*.csv"}, "target": "y", "task": "regression"})
+    return pipeline_cfg(name=name, target="y", task="regression", id_column=None, event_time_column=None)
 
 
 def test_postgres_advisory_lock_excludes_a_second_session_of_the_same_model(postgres_url, monkeypatch, tmp_path):

@@ -37,6 +37,6 @@ def test_postgres_database_is_created_and_usable(postgres_url):
 
 
 def test_redis_answers():
-    from services import check_redis
+    from fixtures.services import check_redis
 
     assert check_redis().startswith("redis://")

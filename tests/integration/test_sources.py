@@ -161,7 +161,7 @@ def test_sql_query_with_credentials_from_the_connection(events_db, tmp_path, pip
 
 
 def test_sql_connection_refused_is_clear_and_retryable(tmp_path, pipeline_cfg):
-    from services import free_port
+    from fixtures.services import free_port
 
     port = free_port()
     uri = f"postgresql://postgres:secret@127.0.0.1:{port}/shop"

@@ -1,6 +1,6 @@
 """The production topology of docker-compose.yaml, as local processes: what the integration suite runs against.
 
-- S3: the session's SeaweedFS (`weed mini`, tests/services.py) with a fresh bucket for the lake and one for
+- S3: the session's SeaweedFS (`weed mini`, tests/fixtures/services.py) with a fresh bucket for the lake and one for
   MLflow's artifacts;
 - MLflow: `mlflow server` on a fresh PostgreSQL database, artifacts proxied to S3 (`--serve-artifacts`);
 - Airflow with the CeleryExecutor: `api-server`, `scheduler`, `dag-processor` and one `celery worker`, on a
@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import httpx
-from services import S3Server, check_redis, create_database, drop_database, free_port
+from fixtures.services import S3Server, check_redis, create_database, drop_database, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -7,7 +7,7 @@ import datetime as dt
 import httpx
 import pandas as pd
 import pytest
-from servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.servekit import RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
 from airloop.store.lake import Lake
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.configs import pipeline_cfg
 
-from airloop.config import parse_pipeline
 from airloop.errors import BadInput, NothingToDo
 
 
@@ -19,9 +19,7 @@ def store(mlflow_store):
 
 
 def make_cfg(name):
-    return parse_pipeline(
-        {"name": name, "source": {"uri": "file:///nowhere/*.csv"}, "target": "y", "task": "classification"}
-    )
+    return pipeline_cfg(name=name, target="y", id_column=None, event_time_column=None)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import DATA
 
 from airloop.data.ingest import IngestError, NoNewData, files_for_batch, ingest_batch, ingest_labels, parse_bytes
 from airloop.store import lake as lk
@@ -118,9 +119,8 @@ def test_simulator_is_deterministic_and_drifts(tmp_path):
     assert 0.05 < history["churned"].mean() < 0.35 and history["monthly_charges"].isna().any()
 
 
-# --- the bad-input corpus (tests/data): each case fails clearly, and nothing is lost ---------------------------
+# --- the bad-input corpus (tests/fixtures/data): each case fails clearly, and nothing is lost ------------------
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 DAY = "2026-01-05"
 
 CORPUS = [
@@ -159,7 +159,7 @@ CORPUS = [
 
 @pytest.fixture
 def shop(tmp_path, monkeypatch, pipeline_cfg):
-    """The `shop` pipeline with the suite suggested from tests/data/reference.csv, and a private lake."""
+    """The `shop` pipeline with the suite suggested from tests/fixtures/data/reference.csv, and a private lake."""
     suites = tmp_path / "suites"
     suites.mkdir()
     (suites / "shop.json").write_bytes((DATA / "suite.json").read_bytes())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from servekit import churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.servekit import churn_cfg, ingest_validated, simulate_small, train_version
 
 from airloop.store import lake as lk
 

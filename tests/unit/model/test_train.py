@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.configs import pipeline_cfg
 
-from airloop.config import CandidateConfig, parse_pipeline
+from airloop.config import CandidateConfig
 from airloop.data.datasets import fingerprint
 from airloop.errors import BadInput
 from airloop.store import lake as lk
@@ -23,15 +24,8 @@ def store(mlflow_store):
 
 
 def make_cfg(name="t", task="classification", **overrides):
-    data = {
-        "name": name,
-        "source": {"uri": "file:///nowhere/*.csv"},
-        "target": "y",
-        "task": task,
-        "training": {"n_iter": 2, "cv_folds": 3, "candidates": [LR]},
-    }
-    data.update(overrides)
-    return parse_pipeline(data, "test.yaml")
+    keys = {"training": {"n_iter": 2, "cv_folds": 3, "candidates": [LR]}, **overrides}
+    return pipeline_cfg(name=name, target="y", task=task, id_column=None, event_time_column=None, **keys)
 
 
 def make_frame(n=300, seed=0, kind="binary"):

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
 ROWS = [
     CHURN_ROW,

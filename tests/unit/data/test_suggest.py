@@ -1,32 +1,21 @@
-"""airloop suggest-suite: a reviewed-quality first suite from reference data (tests/data/reference.csv)."""
+"""airloop suggest-suite: a reviewed-quality first suite from reference data (tests/fixtures/data/reference.csv)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures import DATA
+from fixtures.configs import pipeline_cfg
 
-from airloop.config import parse_pipeline
 from airloop.data.suggest import SuggestError, suggest_suite, write_suite
 from airloop.data.suites import CRITICAL, WARNING, load_suite
 from airloop.data.validate import validate_frame
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-
 
 def shop_cfg(**extra):
-    data = {
-        "name": "shop",
-        "source": {"uri": "file:///x/*.csv"},
-        "target": "churned",
-        "task": "classification",
-        "id_column": "customer_id",
-        "event_time_column": "event_time",
-        **extra,
-    }
-    return parse_pipeline(data, "shop.yaml")
+    return pipeline_cfg(name="shop", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,7 @@ def test_reference_passes_its_own_suite_and_the_committed_corpus_suite_is_curren
     outcome = validate_frame(reference, suite)
     assert outcome.success and outcome.warnings == [], outcome.summary()
     committed = json.loads((DATA / "suite.json").read_text())
-    assert committed["expectations"] == suite["expectations"], "regenerate tests/data/suite.json"
+    assert committed["expectations"] == suite["expectations"], "regenerate tests/fixtures/data/suite.json"
 
 
 def test_with_a_labels_feed_the_target_may_be_absent_but_extra_columns_are_not(reference):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.configs import pipeline_cfg
 
 from airloop.config import parse_pipeline
 from airloop.errors import NothingToDo
@@ -23,16 +24,9 @@ def store(mlflow_store):
 
 
 def make_cfg(name="gate", **evaluation):
-    return parse_pipeline(
-        {
-            "name": name,
-            "source": {"uri": "file:///nowhere/*.csv"},
-            "target": "y",
-            "task": "classification",
-            "training": {"n_iter": 1, "cv_folds": 2, "candidates": [LR]},
-            "evaluation": evaluation,
-        }
-    )
+    training = {"n_iter": 1, "cv_folds": 2, "candidates": [LR]}
+    keys = {"target": "y", "id_column": None, "event_time_column": None}
+    return pipeline_cfg(name=name, training=training, evaluation=evaluation, **keys)
 
 
 def make_frame(n=400, seed=0):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
 ROW = CHURN_ROW
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.configs import pipeline_cfg
 
-from airloop.config import parse_pipeline
 from airloop.data.profile import profile_frame, profile_pipeline, render_html
 
 
 def cfg_for(task: str = "classification", target: str = "churned"):
-    data = {"name": "shop", "source": {"uri": "file:///x/*.csv"}, "target": target, "task": task}
-    return parse_pipeline({**data, "id_column": "customer_id"}, "shop.yaml")
+    return pipeline_cfg(name="shop", target=target, task=task, event_time_column=None)
 
 
 def frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -101,7 +101,7 @@ def test_status_shows_staleness_of_the_champion_and_earlier_ones():
 
 
 def test_alert_document_and_webhook_post(pipeline_cfg):
-    from services import free_port
+    from fixtures.services import free_port
 
     from airloop.monitoring.monitor import alert_document, post_webhook
 

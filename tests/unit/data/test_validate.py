@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.configs import pipeline_cfg
 
-from airloop.config import PipelineConfig, parse_pipeline
+from airloop.config import PipelineConfig
 from airloop.data.suites import SuiteError, load_suite
 from airloop.data.validate import (
     BatchQuarantined,
@@ -27,16 +28,7 @@ CHURN_SUITE_DIR = REPO_ROOT / "include" / "gx"
 
 
 def make_cfg(name: str = "shop", **extra) -> PipelineConfig:
-    data = {
-        "name": name,
-        "source": {"uri": "file:///nowhere/data.csv"},
-        "target": "churned",
-        "task": "classification",
-        "id_column": "customer_id",
-        "event_time_column": "event_time",
-        **extra,
-    }
-    return parse_pipeline(data, f"{name}.yaml")
+    return pipeline_cfg("file:///nowhere/data.csv", name=name, **extra)
 
 
 def small_frame(rows: int = 8) -> pd.DataFrame:
@@ -428,11 +420,11 @@ def test_each_validation_is_recorded_in_mlflow_with_its_warnings(lake, no_suites
 
 
 def test_scoring_check_with_a_suggested_suite_accepts_one_row_but_catches_an_unseen_category(monkeypatch):
-    from airloop.settings import REPO_ROOT as repo
+    from fixtures import DATA
 
-    monkeypatch.setenv("AIRLOOP_SUITES_DIR", str(repo / "tests" / "data"))  # tests/data/suite.json, "suite"
+    monkeypatch.setenv("AIRLOOP_SUITES_DIR", str(DATA))  # tests/fixtures/data/suite.json, "suite"
     cfg = make_cfg("suite")
-    row = pd.read_csv(repo / "tests" / "data" / "good.csv").drop(columns=["churned"]).head(1)
+    row = pd.read_csv(DATA / "good.csv").drop(columns=["churned"]).head(1)
 
     assert check_scoring_frame(cfg, row).success  # the batch's row-count bounds do not apply to a request
 
