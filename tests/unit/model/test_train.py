@@ -24,8 +24,8 @@ def store(mlflow_store):
 
 
 def make_cfg(name="t", task="classification", **overrides):
-    keys = {"training": {"n_iter": 2, "cv_folds": 3, "candidates": [LR]}, **overrides}
-    return pipeline_cfg(name=name, target="y", task=task, id_column=None, event_time_column=None, **keys)
+    keys = {"id_column": None, "event_time_column": None, "training": {"n_iter": 2, "cv_folds": 3, "candidates": [LR]}}
+    return pipeline_cfg(name=name, target="y", task=task, **{**keys, **overrides})
 
 
 def make_frame(n=300, seed=0, kind="binary"):
