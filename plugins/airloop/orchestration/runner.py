@@ -61,13 +61,23 @@ def prepare_environment() -> dict[str, str]:
 
 
 def ensure_airflow_db() -> None:
-    """Create or migrate Airflow's metadata DB (a no-op when it is current)."""
+    """Create or migrate Airflow's metadata DB (a no-op when it is current).
+
+    Two first runs on a fresh home would both migrate the same SQLite file and one would fail half-way, so
+    the check and the migration hold an exclusive lock file next to the DB (``airflow/migrate.lock``).
+    """
+    import fcntl
+
     from airflow.utils.db import check_migrations, upgradedb
 
-    try:
-        check_migrations(timeout=0)
-    except Exception:  # not created or not current: migrate
-        upgradedb()
+    lock_path = Path(os.environ["AIRFLOW_HOME"]) / "migrate.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            check_migrations(timeout=0)
+        except Exception:  # not created or not current: migrate
+            upgradedb()
 
 
 class Runner:
