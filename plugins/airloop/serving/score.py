@@ -88,13 +88,14 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     from airloop.store import registry, tracking
 
     lake = lake or Lake(cfg.name)
+    validated_uri = lake.require_part("validated", batch_id, "score")
     tracking.configure_mlflow()
     champion = registry.get_version(cfg, "champion")
     if champion is None:
         raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
     # Pin the version read above: the alias may move while this batch is scored.
     model_uri = models.version_uri(cfg, champion.version)
-    frame = lk.read_parquet(lake.part("validated", batch_id))
+    frame = lk.read_parquet(validated_uri)
     features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
     checks = check_inputs(cfg, features, model_uri, batch_id)
     model = models.load_uri(model_uri)
