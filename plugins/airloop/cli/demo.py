@@ -25,6 +25,7 @@ def cmd_demo(args) -> int:
         history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days, drift_day=args.drift_day
     )
     runner = _runner(args)
+    runner.command = "demo"
     facts = demo.run_demo(cfg, runner, spec)
     print(demo.summary(cfg, facts))
     return 0

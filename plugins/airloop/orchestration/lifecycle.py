@@ -42,7 +42,8 @@ def _mark(result: RunResult) -> str:
 
 def step(runner: Runner, cfg: PipelineConfig, stage: str, conf: dict, label: str = "") -> RunResult:
     """Run one stage DAG and print one progress line."""
-    result = runner.run(dag_id(cfg, stage), conf=conf)
+    subject = conf.get("batch_id") or conf.get("version") or conf.get("train_run_id") or ""
+    result = runner.run(dag_id(cfg, stage), conf=conf, note=f"{stage} {subject} (airloop {runner.command})".strip())
     skipped = [t for t, s in result.tasks.items() if s == "skipped"]
     note = f" (skipped: {', '.join(skipped)})" if skipped and result.ok else ""
     if result.skips:

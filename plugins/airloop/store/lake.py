@@ -203,6 +203,16 @@ class Lake:
             raise BatchMissing(f"{head}: the batch is ingested but not validated yet")
         raise BatchMissing(f"{head}: no data was ingested for that date")
 
+    def prediction_part(self, batch_id: str, model_version: str) -> str:
+        """Where model version ``model_version`` wrote its predictions of a batch. Predictions are immutable:
+        scoring a batch again with another version writes beside, never over (``version=N/``)."""
+        return join(self.partition("predictions", batch_id), f"version={model_version}", "part-0.parquet")
+
+    def prediction_parts(self, batch_id: str) -> list[str]:
+        """Every predictions file of a batch, one per model version that scored it (and the single
+        ``part-0.parquet`` of lakes written before predictions were versioned)."""
+        return [u for u in list_uris(self.partition("predictions", batch_id)) if u.endswith(".parquet")]
+
     def manifest(self, batch_id: str) -> str:
         return join(self.root, "manifests", f"{check_batch_id(batch_id)}.json")
 
@@ -221,7 +231,10 @@ class Lake:
     def read_zone(self, zone: str, batch_ids: list[str] | None = None) -> pd.DataFrame:
         """All parts of the given batches in a zone, concatenated; an empty frame when there are none."""
         ids = batch_ids if batch_ids is not None else self.batches(zone)
-        frames = [read_parquet(self.part(zone, b)) for b in ids if exists(self.part(zone, b))]
+        if zone == "predictions":
+            frames = [read_parquet(u) for b in ids for u in self.prediction_parts(b)]
+        else:
+            frames = [read_parquet(self.part(zone, b)) for b in ids if exists(self.part(zone, b))]
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)

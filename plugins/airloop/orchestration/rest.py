@@ -1,0 +1,85 @@
+"""A small client of Airflow's public REST API (``/api/v2``), as the UI uses it: trigger a DAG run, wait for it,
+read its task instances and task logs. Standard library only; used by tests, benchmarks and drivers that go
+through a running scheduler (:mod:`airloop.orchestration.stack`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+FINISHED = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    """An Airflow REST call failed; the message names the method, path, status and body."""
+
+
+class AirflowClient:
+    def __init__(self, url: str, username: str, password: str):
+        self.url = url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _call(self, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
+        if self._token is None and not path.startswith("/auth/"):
+            self._token = self._call("POST", "/auth/token", self._credentials)["access_token"]
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Accept", "application/json")
+        if self._token:
+            req.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as err:
+            raise AirflowAPIError(f"{method} {path}: HTTP {err.code}: {err.read()[:500]!r}") from None
+        if raw:
+            return payload.decode(errors="replace")
+        return json.loads(payload) if payload else None
+
+    def trigger(self, dag_id: str, conf: dict | None = None, note: str | None = None, **fields) -> dict:
+        """POST a DAG run (``logical_date`` null unless given, as the UI's default); returns the run."""
+        body = {"conf": conf or {}, "logical_date": fields.pop("logical_date", None), **fields}
+        if note:
+            body["note"] = note
+        return self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=id")["dag_runs"]
+
+    def wait(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:
+        """Poll until the run finishes; returns it. Raises TimeoutError with its state otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.run(dag_id, run_id)
+            if run["state"] in FINISHED:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
+            time.sleep(1)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        rid = urllib.parse.quote(run_id, safe="")
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances")["task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        """The task's log as text (``GET .../logs/{try_number}``), as the UI's log view shows it."""
+        rid = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
+        doc = self._call("GET", path)
+        content = doc.get("content", "")
+        if isinstance(content, list):
+            return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c) for c in content)
+        return str(content)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
