@@ -213,7 +213,7 @@ def champion_history(cfg: PipelineConfig, lake: Lake) -> list[dict]:
     """
     import numpy as np
 
-    from airloop.model.metrics import greater_is_better
+    from airloop.model.directions import greater_is_better
 
     metric = f"live_{cfg.primary_metric}"
     higher = greater_is_better(cfg.primary_metric)

@@ -83,3 +83,43 @@ class AirflowClient:
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """A task's XCom value as JSON (None when there is none)."""
+        rid = urllib.parse.quote(run_id, safe="")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/xcomEntries/{key}"
+            f"?map_index={map_index}&deserialize=true&stringify=false"
+        )
+        try:
+            return self._call("GET", path).get("value")
+        except AirflowAPIError as err:
+            if "HTTP 404" in str(err):
+                return None
+            raise
+
+    def backfill(self, dag_id: str, day: str, reprocess: str = "completed") -> dict:
+        """Airflow's own backfill of one data interval (the run whose interval starts on ``day``)."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": f"{day}T00:00:00Z",
+            "to_date": f"{day}T00:00:00Z",
+            "max_active_runs": 1,
+            "reprocess_behavior": reprocess,
+        }
+        return self._call("POST", "/api/v2/backfills", body)
+
+    def active_runs(self) -> int:
+        """Queued or running DAG runs, over every DAG."""
+        return self._call("GET", "/api/v2/dags/~/dagRuns?state=queued&state=running&limit=1")["total_entries"]
+
+    def recent_runs(self, limit: int = 50) -> list[dict]:
+        return self._call("GET", f"/api/v2/dags/~/dagRuns?order_by=-id&limit={limit}")["dag_runs"]
+
+    def upstream_events(self, dag_id: str, run_id: str) -> list[dict]:
+        rid = urllib.parse.quote(run_id, safe="")
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/upstreamAssetEvents")["asset_events"]
+
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        rid = urllib.parse.quote(run_id, safe="")
+        self._call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{rid}?update_mask=note", {"note": note})
