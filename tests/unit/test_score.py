@@ -65,7 +65,6 @@ def test_a_batch_failing_the_suite_is_refused_unscored(scored):
 
 def test_no_champion_is_nothing_to_do(mlflow_store, tmp_path):
     from airloop.serving.score import NoChampion, score_batch
-
     from airloop.store.lake import BatchMissing, Lake
 
     cfg = churn_cfg("scr_none", tmp_path)
