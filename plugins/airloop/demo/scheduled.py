@@ -54,14 +54,10 @@ class _Progress:
         if not subject and run.get("logical_date"):
             subject = run["data_interval_start"][:10] if run.get("data_interval_start") else ""
         if not subject:
-            events = self.client.upstream_events(dag_id, run_id)
-            batches = sorted({b for e in events for b in (e.get("extra") or {}).get("batch_ids", [])})
-            subject = ",".join(batches) or ",".join(
-                str((e.get("extra") or {}).get(k))
-                for e in events
-                for k in ("version",)
-                if (e.get("extra") or {}).get(k)
-            )
+            extras = [e.get("extra") or {} for e in self.client.upstream_events(dag_id, run_id)]
+            batches = sorted({b for x in extras for b in x.get("batch_ids", [x.get("batch_id")]) if b})
+            named = [f"v{x['version']}" if "version" in x else f"run {str(x.get('train_run_id'))[:8]}" for x in extras]
+            subject = ",".join(batches) or ",".join(n for n in named if not n.endswith("None"))
         mark = "ok" if run["state"] == "success" else "FAILED"
         if run["state"] == "failed":
             refusal = next(

@@ -22,10 +22,18 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airloop.errors import AirloopError
 from airloop.orchestration.runner import ensure_airflow_db, prepare_environment
 from airloop.settings import REPO_ROOT, airloop_home
 
 ADMIN_USER = "admin"
+
+
+class StackError(AirloopError, RuntimeError):
+    """Airflow's components could not start (already running on this home, or one exited); the message says
+    which and where its log is."""
+
+
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL: the whole group is gone within ~STOP_GRACE_S + a second
 
@@ -103,6 +111,7 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    lock: object = None  # the open lock file: one group of components per AIRLOOP_HOME
 
     @property
     def url(self) -> str:
@@ -129,19 +138,47 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
+def _take_lock(home: Path, port: int):
+    """An exclusive lock on ``airflow/stack.lock`` for this process's lifetime: two schedulers on one SQLite
+    metadata DB would fight over it. Raises StackError naming the running one."""
+    import fcntl
+
+    path = home / "stack.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")  # noqa: SIM115 - held until Stack.stop
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        running = fh.read().strip() or "another process"
+        fh.close()
+        raise StackError(
+            f"Airflow is already running on {home.parent} ({running}); stop it (Ctrl-C in its terminal) first"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, http://127.0.0.1:{port}")
+    fh.flush()
+    return fh
 
 
 def start(port: int | None = None, parallelism: int | None = None, wait_s: float = 240) -> Stack:
     """Migrate the metadata DB (once, under its lock), start the four components and wait until the
-    api-server answers; returns the Stack. Raises RuntimeError with the log tails when it does not come up."""
+    api-server answers; returns the Stack. Raises StackError with the log tails when it does not come up."""
     port = port or _free_port()
+    lock = _take_lock(airloop_home() / "airflow", port)
     env = stack_env(port, parallelism)
     with _environment(env):
         ensure_airflow_db()
         _unpause_airloop_dags()
     log_dir = airloop_home() / "logs" / "stack"
     log_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(port=port, env=env, log_dir=log_dir)
+    stack = Stack(port=port, env=env, log_dir=log_dir, lock=lock)
     airflow = str(Path(sys.executable).with_name("airflow"))
     commands = {
         "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
@@ -168,7 +205,7 @@ def wait_healthy(stack: Stack, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         dead = [n for n, ok in stack.alive().items() if not ok]
         if dead:
-            raise RuntimeError(f"Airflow {', '.join(dead)} exited at start-up\n{logs_tail(stack)}")
+            raise StackError(f"Airflow {', '.join(dead)} exited at start-up\n{logs_tail(stack)}")
         try:
             with urllib.request.urlopen(f"{stack.url}/api/v2/monitor/health", timeout=5) as resp:
                 if resp.status == 200:
@@ -176,7 +213,7 @@ def wait_healthy(stack: Stack, timeout_s: float) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(1)
-    raise RuntimeError(f"the Airflow api-server did not answer on {stack.url} in {timeout_s:.0f} s\n{logs_tail(stack)}")
+    raise StackError(f"the Airflow api-server did not answer on {stack.url} in {timeout_s:.0f} s\n{logs_tail(stack)}")
 
 
 def logs_tail(stack: Stack, chars: int = 1500) -> str:
