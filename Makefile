@@ -24,7 +24,7 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-demo: install  ## the whole loop on simulated data, through Airflow (about 2 minutes)
+demo: install  ## the whole loop on simulated data, through Airflow's scheduler (UI address and login printed)
 	.venv/bin/airloop demo
 
 test: install $(CHROMIUM)  ## the whole test suite, as CI runs it

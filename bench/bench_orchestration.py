@@ -118,7 +118,8 @@ def through_scheduler(home: Path, pipelines: Path, day: str) -> tuple[dict[str, 
     try:
         client = AirflowClient(running.url, stack.ADMIN_USER, stack.admin_password())
         db = _airflow_db(running.env)
-        time.sleep(5)
+        for stage in ("ingest", "validate", "train", "evaluate", "promote", "score"):
+            client.wait_dag(f"airloop_bench_{stage}")
         _settle(client, db)  # the scheduled runs of the latest interval (no data for it: skipped)
         seen = {(r["dag_id"], r["dag_run_id"]) for r in client.recent_runs(100)}
         t0 = time.time()

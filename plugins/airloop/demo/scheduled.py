@@ -140,6 +140,8 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
         client = AirflowClient(running.url, stk.ADMIN_USER, stk.admin_password())
         db = _airflow_db(running.env)
         progress = _Progress(client, say)
+        for stage in ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain"):
+            client.wait_dag(cfg.dag_id(stage))  # parsed by the dag-processor (a fresh home takes a moment)
         wait_idle(client, progress, db)  # the scheduler's own runs for the latest interval (no data yet: skipped)
         progress.seen |= {(r["dag_id"], r["dag_run_id"]) for r in client.recent_runs()}
         days = [written["history_day"], *written["days"]]
@@ -154,13 +156,13 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
             )
             _deliver(incoming / "landing", root / "landing", f"*_{day}.csv")
             _deliver(incoming / "labels", root / "labels", f"*_{day}.csv")
-            client.backfill(cfg.dag_id("ingest"), day)
+            client.wait_backfill(client.backfill(cfg.dag_id("ingest"), day)["id"])
             wait_idle(client, progress, db)
             if i == 0:
                 if not _outcomes(client, cfg) or not _outcomes(client, cfg)[0][1]:
                     raise StageRefused("the first model was not promoted (see the evaluate run in the Airflow UI)")
                 continue
-            client.backfill(cfg.dag_id("monitor"), day)
+            client.wait_backfill(client.backfill(cfg.dag_id("monitor"), day)["id"])
             wait_idle(client, progress, db)
         if progress.failed:
             raise StageRefused("runs failed:\n  " + "\n  ".join(progress.failed))

@@ -109,6 +109,28 @@ class AirflowClient:
         }
         return self._call("POST", "/api/v2/backfills", body)
 
+    def wait_backfill(self, backfill_id: int, timeout_s: float = 900) -> dict:
+        """Poll until the scheduler marks the backfill completed (after its last run); returns it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            doc = self._call("GET", f"/api/v2/backfills/{backfill_id}")
+            if doc.get("completed_at"):
+                return doc
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {backfill_id} of {doc.get('dag_id')} not completed in {timeout_s:.0f} s")
+            time.sleep(1)
+
+    def wait_dag(self, dag_id: str, timeout_s: float = 300) -> dict:
+        """Poll until the dag-processor has parsed ``dag_id`` (a new home or pipeline); returns the DAG."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._call("GET", f"/api/v2/dags/{dag_id}")
+            except AirflowAPIError as err:
+                if "HTTP 404" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+
     def active_runs(self) -> int:
         """Queued or running DAG runs, over every DAG."""
         return self._call("GET", "/api/v2/dags/~/dagRuns?state=queued&state=running&limit=1")["total_entries"]
