@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -134,6 +135,8 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
         f"{written['drift_starts']}."
     )
     say("Starting Airflow (scheduler, dag-processor, triggerer, api-server) ...")
+    # SIGTERM ends the demo like Ctrl-C does, so the `finally` below stops every Airflow component.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     running = stk.start()
     try:
         say(f"Airflow UI: {running.url}  (login: {stk.ADMIN_USER} / {stk.admin_password()}): watch the runs there.")
