@@ -74,6 +74,10 @@ class _Progress:
         self.say(f"  {mark:6} {stage:9} {subject[:24]:24} {seconds:6.1f} s in tasks{note}")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _airflow_db(env: dict[str, str]) -> Path | None:
     url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
@@ -136,7 +140,7 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
     )
     say("Starting Airflow (scheduler, dag-processor, triggerer, api-server) ...")
     # SIGTERM ends the demo like Ctrl-C does, so the `finally` below stops every Airflow component.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     running = stk.start()
     try:
         say(f"Airflow UI: {running.url}  (login: {stk.ADMIN_USER} / {stk.admin_password()}): watch the runs there.")
