@@ -190,7 +190,7 @@ def start(port: int | None = None, parallelism: int | None = None, wait_s: float
         for name in COMPONENTS:
             out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
             stack.processes[name] = subprocess.Popen(
-                commands[name], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                commands[name], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
             out.close()
         wait_healthy(stack, wait_s)
