@@ -90,27 +90,12 @@ def mlflow_store(tmp_path_factory):
 DEMO_ARGS = ["--days", "7", "--drift-day", "4", "--daily-rows", "700", "--history-rows", "2500"]
 
 
-def run_airloop(args: list[str], home: Path, timeout: int = 900, **env):
-    """``python -m airloop.cli ARGS`` with its own AIRLOOP_HOME (and nothing of the caller's Airflow/MLflow)."""
-    import os
-    import subprocess
-
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
-    environ.update({"AIRLOOP_HOME": str(home), "PYTHONPATH": str(REPO / "plugins"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "airloop.cli", *args],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
 @pytest.fixture(scope="session")
 def demo_state(tmp_path_factory):
     """``airloop demo`` (through Airflow's scheduler) on a small spec: (home, stdout, status JSON)."""
     import json
+
+    from loopkit import run_airloop
 
     home = tmp_path_factory.mktemp("demo")
     proc = run_airloop(["demo", *DEMO_ARGS], home, timeout=1800)
@@ -142,11 +127,11 @@ def demo_ui(demo_state):
     import subprocess
     import time
 
+    from loopkit import clean_env
     from services import free_port
 
     home = demo_state[0]
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
-    environ.update({"AIRLOOP_HOME": str(home), "PYTHONPATH": str(REPO / "plugins"), "PYTHONUNBUFFERED": "1"})
+    environ = clean_env(home, PYTHONUNBUFFERED="1")
     log = home / "ui-test.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -54,13 +54,11 @@ print(registry.get_version(cfg, "champion").version)
 
 
 def python_on(home, code: str) -> str:
-    import os
+    from loopkit import clean_env
 
-    from conftest import REPO
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
-    env.update({"AIRLOOP_HOME": str(home), "PYTHONPATH": str(REPO / "plugins")})
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=clean_env(home), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from loopkit import run_airloop
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 def airloop(args: list[str], home: Path, timeout: int = 900, **env) -> subprocess.CompletedProcess:
-    from conftest import run_airloop
-
     return run_airloop(args, home, timeout=timeout, **env)
 
 
