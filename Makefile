@@ -24,7 +24,7 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-demo: install  ## the whole loop on simulated data, through Airflow (about 2 minutes)
+demo: install  ## the whole loop on simulated data, through Airflow's scheduler (UI address and login printed)
 	.venv/bin/airloop demo
 
 test: install $(CHROMIUM)  ## the whole test suite, as CI runs it
@@ -44,9 +44,8 @@ format: install
 status: install
 	.venv/bin/airloop status
 
-ui: install  ## the Airflow UI on the demo's state (http://127.0.0.1:8080)
-	eval "$$(.venv/bin/python -c 'from airloop.orchestration.runner import prepare_environment as p; [print(f"export {k}={v!r}") for k, v in p().items()]')" && \
-	  AIRFLOW__CORE__EXECUTOR=LocalExecutor .venv/bin/airflow standalone
+ui: install  ## Airflow (scheduler, UI, ...) on the demo's state: http://127.0.0.1:8080, login printed; Ctrl-C stops it
+	exec .venv/bin/airloop ui --port $${AIRLOOP_UI_PORT:-8080}
 
 mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
 	.venv/bin/mlflow ui --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \

@@ -34,7 +34,12 @@ def data_dags(cfg) -> None:
             "Copies the data interval's source files to `raw/` as received, stages them "
             "as Parquet and writes the batch manifest. Also brings in delayed labels.",
             schedule=schedule(cfg.schedule.ingest),
-            params={"batch_id": batch_param()},
+            params={
+                "batch_id": batch_param(),
+                "history": Param(
+                    False, type="boolean", description="Take every row up to the end of the batch's day (history)"
+                ),
+            },
         )
     )
     def ingest_dag():
@@ -43,9 +48,11 @@ def data_dags(cfg) -> None:
             from airloop.data import ingest as stage
 
             out, conn = [], connection_dict(cfg.source.connection)
+            history = bool(context["params"].get("history"))
             for batch in batch_ids(context):
                 call(stage.ingest_labels, cfg, batch, connection=conn)
-                out.append(call(stage.ingest_batch, cfg, batch, run_info=run_info(context), connection=conn))
+                info = run_info(context)
+                out.append(call(stage.ingest_batch, cfg, batch, run_info=info, connection=conn, history=history))
             context["outlet_events"][raw].extra = {"batch_ids": [r["batch_id"] for r in out]}
             return out
 

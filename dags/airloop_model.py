@@ -46,7 +46,9 @@ def training_tasks(cfg, plan, trained):
         return best
 
     split = prepare(plan)
-    select_best(train_candidate.partial(split=split).expand(candidate=candidates()), split)
+    names = candidates()
+    split >> names  # nothing to train (plan skipped): the whole run is skipped, candidates included
+    select_best(train_candidate.partial(split=split).expand(candidate=names), split)
 
 
 def model_dags(cfg) -> None:

@@ -14,6 +14,7 @@ from airloop.orchestration.dagkit import (
     asset,
     call,
     dag_args,
+    optional_text,
     pipelines,
     run_info,
     trigger_extra,
@@ -33,7 +34,7 @@ def release_dags(cfg) -> None:
             "Scores the new model and the champion on the same frozen holdout and "
             "applies the gate; a blessed model is registered with alias `challenger`.",
             schedule=[trained],
-            params={"train_run_id": Param("", type="string")},
+            params={"train_run_id": optional_text("MLflow run id of the trained model; empty: from the trigger")},
         )
     )
     def evaluate_dag():
@@ -63,7 +64,10 @@ def release_dags(cfg) -> None:
             "Moves alias `champion` to the blessed challenger (stages mirrored) and records who, when and why"
             + (" after a person approves it (Required Actions)." if approval else "."),
             schedule=[challenger],
-            params={"version": Param("", type="string"), "reason": Param("", type="string")},
+            params={
+                "version": optional_text("model version to promote; empty: the triggering challenger"),
+                "reason": optional_text("why (recorded); empty: the gate's or the approver's decision"),
+            },
         )
     )
     def promote_dag():
@@ -73,7 +77,7 @@ def release_dags(cfg) -> None:
 
             version = str(trigger_extra(context, challenger, "version"))
             decision = approval_decision(context, "approve") if approval else None
-            reason = context["params"]["reason"]
+            reason = context["params"]["reason"] or ""
             return call(promotion.promote_challenger, cfg, version, reason=reason, approval=decision)
 
         if not approval:
@@ -106,8 +110,8 @@ def release_dags(cfg) -> None:
             "`reason` is required and recorded. Same as `airloop rollback NAME [--to VERSION] --reason ...`.",
             schedule=None,
             params={
-                "to_version": Param("", type="string", description="empty: the previous champion"),
-                "reason": Param("", type="string", description="why (required, recorded)"),
+                "to_version": optional_text("version to restore; empty: the previous champion"),
+                "reason": Param(type="string", minLength=1, description="why (required, recorded)"),
             },
         )
     )

@@ -71,3 +71,78 @@ def mlflow_store(tmp_path_factory):
         mp.setenv("AIRLOOP_ARTIFACT_URI", (root / "artifacts").as_uri())
         mp.delenv("AIRLOOP_LAKE_URI", raising=False)
         yield root
+
+
+# --- the demo's state, shared by the end-to-end and browser tests (one `airloop demo` per session) -----------
+
+DEMO_ARGS = ["--days", "7", "--drift-day", "4", "--daily-rows", "700", "--history-rows", "2500"]
+
+
+@pytest.fixture(scope="session")
+def demo_state(tmp_path_factory):
+    """``airloop demo`` (through Airflow's scheduler) on a small spec: (home, stdout, status JSON)."""
+    import json
+
+    from loopkit import run_airloop
+
+    home = tmp_path_factory.mktemp("demo")
+    proc = run_airloop(["demo", *DEMO_ARGS], home, timeout=1800)
+    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    status = run_airloop(["status", "--json"], home)
+    assert status.returncode == 0, status.stderr[-3000:]
+    return home, proc.stdout, json.loads(status.stdout)
+
+
+class RunningUI:
+    """An ``airloop ui`` process (what ``make ui`` runs): its URL, the admin password, the process."""
+
+    def __init__(self, proc, url: str, password: str, home: Path):
+        self.proc, self.url, self.password, self.home = proc, url, password, home
+
+    def client(self):
+        from airloop.orchestration.rest import AirflowClient
+
+        return AirflowClient(self.url, "admin", self.password)
+
+
+@pytest.fixture(scope="session")
+def demo_ui(demo_state):
+    """``airloop ui`` on the demo's state, on a free port. The last test of tests/e2e/test_scheduler.py stops
+    it with SIGTERM (and checks that every child is gone); teardown stops it otherwise."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from loopkit import clean_env
+    from services import free_port
+
+    home = demo_state[0]
+    environ = clean_env(home, PYTHONUNBUFFERED="1")
+    log = home / "ui-test.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airloop.cli", "ui", "--port", str(free_port())],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 600
+    found = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"Airflow UI: (\S+)\s+\(login: admin / (\S+)\)", log.read_text())
+        if found:
+            break
+        time.sleep(1)
+    assert found, f"airloop ui did not come up:\n{log.read_text()[-4000:]}"
+    ui = RunningUI(proc, found.group(1), found.group(2), home)
+    yield ui
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

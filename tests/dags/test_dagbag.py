@@ -29,12 +29,26 @@ PARSE = textwrap.dedent(
     t0 = time.monotonic()
     bag = DagBag(dag_folder=sys.argv[1])
     seconds = time.monotonic() - t0
+    def empty_form(d, **filled):
+        # What the trigger form submits when a person leaves a text field empty: null.
+        import copy
+        params = copy.deepcopy(d.params)
+        try:
+            for k in list(params):
+                if "string" in (params.get_param(k).schema.get("type") or ()):
+                    params[k] = filled.get(k)
+            params.validate()
+            return None
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"[:300]
+    forms = {d.dag_id: {"empty": empty_form(d), "with_reason": empty_form(d, reason="model regressed")}
+             for d in bag.dags.values()}
     heavy = sorted(m for m in ("pandas", "sklearn", "mlflow", "great_expectations", "scipy") if m in sys.modules)
     dags = {d.dag_id: {"tags": sorted(d.tags), "doc": bool(d.doc_md),
                        "retries": [t.retries for t in d.tasks], "params": sorted(d.params.keys()),
                        "tasks": sorted(d.task_ids)} for d in bag.dags.values()}
     print(json.dumps({"errors": {k: v for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy,
-                      "queries": queries, "seconds": seconds}))
+                      "queries": queries, "seconds": seconds, "forms": forms}))
     """
 )
 
@@ -75,6 +89,15 @@ def test_every_dag_has_tags_retries_doc_and_params(shipped):
         if not dag_id.startswith("airloop_invalid_"):
             assert all(r >= 1 for r in info["retries"]), dag_id
             assert info["params"], f"{dag_id} has no Params for the UI trigger form"
+
+
+def test_trigger_forms_accept_their_documented_empty_defaults(shipped):
+    forms = shipped["forms"]
+    for stage in ("ingest", "validate", "score", "monitor", "train", "retrain", "evaluate", "promote"):
+        assert forms[f"airloop_churn_{stage}"]["empty"] is None, (stage, forms[f"airloop_churn_{stage}"])
+    # Rollback: an empty to_version (the previous champion) is fine; the reason is required.
+    assert forms["airloop_churn_rollback"]["with_reason"] is None, forms["airloop_churn_rollback"]
+    assert "reason" in (forms["airloop_churn_rollback"]["empty"] or ""), forms["airloop_churn_rollback"]
 
 
 def test_parsing_makes_no_db_queries_no_network_and_no_heavy_imports(shipped):

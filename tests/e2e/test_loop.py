@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from loopkit import run_airloop
 
 REPO = Path(__file__).resolve().parents[2]
-AIRLOOP = [sys.executable, "-m", "airloop.cli"]
 pytestmark = pytest.mark.slow
 
 
 def airloop(args: list[str], home: Path, timeout: int = 900, **env) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
-    environ.update({"AIRLOOP_HOME": str(home), "PYTHONPATH": str(REPO / "plugins"), **env})
-    return subprocess.run([*AIRLOOP, *args], env=environ, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return run_airloop(args, home, timeout=timeout, **env)
+
+
+def demo_day(n: int) -> str:
+    """Day ``n`` (1-based) of the demo's 7 simulated days, which end yesterday."""
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=8 - n)).isoformat()
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    home = tmp_path_factory.mktemp("demo")
-    proc = airloop(["demo", "--days", "7", "--drift-day", "4", "--daily-rows", "700", "--history-rows", "2500"], home)
-    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    status = airloop(["status", "--json"], home)
-    assert status.returncode == 0, status.stderr[-3000:]
-    return home, proc.stdout, json.loads(status.stdout)
+def demo(demo_state):
+    return demo_state
 
 
 def test_demo_promotes_a_champion_through_airflow(demo):
@@ -49,22 +46,22 @@ def test_drift_is_detected_within_two_days_and_names_features(demo):
     home, out, status = demo
     verdicts = sorted((home / "lake" / "churn" / "monitoring").glob("date=*/verdict.json"))
     by_day = {p.parent.name[5:]: json.loads(p.read_text()) for p in verdicts}
-    before = [v for d, v in by_day.items() if d < "2026-01-04"]
+    before = [v for d, v in by_day.items() if d < demo_day(4)]
     assert before and all(v["status"] != "alert" for v in before), "alert raised on clean data"
     confirmed = [d for d, v in by_day.items() if v["confirmed"]]
-    assert confirmed and confirmed[0] <= "2026-01-05", f"drift confirmed late or never: {confirmed}"
-    first_alert = by_day["2026-01-04"]
+    assert confirmed and confirmed[0] <= demo_day(5), f"drift confirmed late or never: {confirmed}"
+    first_alert = by_day[demo_day(4)]
     assert first_alert["status"] == "alert"
     assert {"monthly_charges", "contract"} & set(first_alert["drifted_features"])
     assert Path(first_alert["report_uri"].removeprefix("file://")).read_text().startswith("<!DOCTYPE html>")
-    assert "Drift injected from 2026-01-04" in out and "confirmed 2026-01-05" in out
+    assert f"Drift injected from {demo_day(4)}" in out and f"confirmed {demo_day(5)}" in out
 
 
 def test_retrain_decision_is_made_and_explained(demo):
     home, out, status = demo
     retrains = status["pipelines"]["churn"]["retrains"]
-    assert retrains and retrains[0]["batch_id"] == "2026-01-05" and retrains[0].get("train_run_id")
-    assert "Retrain on 2026-01-05:" in out
+    assert retrains and retrains[0]["batch_id"] == demo_day(5) and retrains[0].get("train_run_id")
+    assert f"Retrain on {demo_day(5)}:" in out
     decided = "PROMOTED to champion v2" in out or "REJECTED; champion kept" in out
     assert decided, out[-3000:]
     if "PROMOTED" in out:
@@ -127,3 +124,25 @@ def test_airloop_run_exits_nonzero_with_the_reason_when_a_stage_refuses(tmp_path
     assert proc.returncode == 2
     assert "ingest of batch" in proc.stderr and "houses.csv: the file is empty" in proc.stderr
     assert (tmp_path / "home" / "lake" / "houses" / "raw").exists(), "raw bytes were not kept"
+
+
+def test_event_time_source_over_past_years_trains_a_champion_with_airloop_run(tmp_path):
+    """Undated files whose event times lie in past years: one initial history batch, then a champion."""
+    data = tmp_path / "data"
+    data.mkdir()
+    houses_csv(data / "houses.csv", n=600)
+    frame = pd.read_csv(data / "houses.csv")
+    frame.insert(0, "sold_at", pd.date_range("2023-01-01", "2024-06-30", periods=len(frame)).strftime("%Y-%m-%d"))
+    frame.to_csv(data / "houses.csv", index=False)
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "sales.yaml").write_text(
+        f'name: sales\nsource: {{uri: "{data.as_uri()}/*.csv"}}\ntarget: price\ntask: regression\n'
+        "event_time_column: sold_at\n"
+    )
+    home = tmp_path / "home"
+    proc = airloop(["run", "sales"], home, AIRLOOP_PIPELINES_DIR=str(pipelines))
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "2024-06-30 (history)" in proc.stdout and "sales: v1 is champion." in proc.stdout
+    staged = pd.read_parquet(home / "lake" / "sales" / "validated" / "date=2024-06-30" / "part-0.parquet")
+    assert len(staged) == 600, "the history batch should hold every row up to its day"

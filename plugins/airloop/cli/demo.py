@@ -24,8 +24,14 @@ def cmd_demo(args) -> int:
     spec = SimulationSpec(
         history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days, drift_day=args.drift_day
     )
-    runner = _runner(args)
-    facts = demo.run_demo(cfg, runner, spec)
+    if args.in_process:
+        runner = _runner(args)
+        runner.command = "demo"
+        facts = demo.run_demo(cfg, runner, spec)
+    else:
+        from airloop.demo.scheduled import run_demo_scheduled
+
+        facts = run_demo_scheduled(cfg, spec, say=lambda text: print(text, flush=True))
     print(demo.summary(cfg, facts))
     return 0
 
@@ -46,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-day", type=int, default=defaults.drift_day, help="first drifted day (1-based)")
     p.add_argument("--daily-rows", type=int, default=defaults.daily_rows)
     p.add_argument("--history-rows", type=int, default=defaults.history_rows)
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="drive the DAGs in this process (dag.test) instead of through Airflow's scheduler",
+    )
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("simulate", help="write the demo data set")
     p.add_argument("dir")

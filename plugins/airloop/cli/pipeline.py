@@ -3,6 +3,7 @@
 airloop run NAME [--batch DATE ...]   ingest → validate → train → evaluate → promote, via Airflow
 airloop status [--json]               champion, last DAG runs and drift verdict per pipeline
 airloop check                         validate every pipeline YAML
+airloop ui [--port P]                 Airflow's scheduler, dag-processor, triggerer and api-server on this state
 
 Each module adds its subcommands to the shared parser with :func:`register`; see airloop.cli.
 """
@@ -52,6 +53,20 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from airloop.orchestration import stack
+
+    print("Starting Airflow (scheduler, dag-processor, triggerer, api-server) ...", flush=True)
+    running = stack.start(port=args.port, parallelism=args.parallelism)
+    cores = running.env["AIRFLOW__CORE__PARALLELISM"]
+    print(
+        f"Airflow UI: {running.url}  (login: {stack.ADMIN_USER} / {stack.admin_password()})\n"
+        f"LocalExecutor with {cores} worker(s); component logs in {running.log_dir}. Ctrl-C stops everything.",
+        flush=True,
+    )
+    return stack.serve_until_stopped(running, say=lambda text: print(text, flush=True))
+
+
 def cmd_check(args) -> int:
     pipelines = load_pipelines()
     for name, cfg in pipelines.items():
@@ -68,5 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="champion, last DAG runs and drift per pipeline")
     p.add_argument("--json", action="store_true", help="stable JSON (docs/status.md)")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("ui", help="Airflow's own components on this state (the UI, the scheduler, ...)")
+    p.add_argument("--port", type=int, default=8080, help="api-server port on 127.0.0.1 (default 8080)")
+    p.add_argument("--parallelism", type=int, default=None, help="LocalExecutor workers (default: the cores)")
+    p.set_defaults(func=cmd_ui)
     p = sub.add_parser("check", help="validate every pipeline YAML")
     p.set_defaults(func=cmd_check)

@@ -55,6 +55,30 @@ def list_source_files(uri: str, connection: dict | None = None) -> list[str]:
     return [o.uri for o in sources.list_objects(uri, connection)]
 
 
+def latest_event_day(cfg: PipelineConfig, connection: dict | None = None) -> str | None:
+    """The day (YYYY-MM-DD) of the latest ``event_time_column`` value in the source's files; None when the
+    pipeline has no event-time column or no file has a parseable time. Reads that one column."""
+    col = cfg.event_time_column
+    if not col or sources.is_sql(cfg.source.uri):
+        return None
+    latest = None
+    for obj in sources.list_objects(cfg.source.uri, connection):
+        fmt = _format_of(obj.uri, cfg.source.format)
+        with sources.open_object(obj.uri, connection) as stream:
+            data = stream.read()
+        if fmt == "csv":
+            frame = pd.read_csv(io.BytesIO(data), usecols=lambda c: c == col, **cfg.source.options)
+        elif fmt == "parquet":
+            frame = pd.read_parquet(io.BytesIO(data), columns=[col])
+        else:
+            frame = pd.read_json(io.BytesIO(data), lines=True, **cfg.source.options)
+        if col in frame.columns:
+            times = pd.to_datetime(frame[col], errors="coerce").dropna()
+            if len(times) and (latest is None or times.max() > latest):
+                latest = times.max()
+    return None if latest is None else latest.date().isoformat()
+
+
 def files_for_batch(files: list[str], batch_id: str) -> tuple[list[str], bool]:
     """Select the files of one batch by the date in their name or partition folder; returns
     (files, partitioned). When no file carries a date, every file is returned (rows are then selected by
@@ -210,8 +234,8 @@ def _keep_superseded(raw_uri: str, sha256: str | None, previous: dict) -> None:
 class _Stager:
     """Turns parsed frames into the staged batch: interval selection, event-time parsing, ``_batch_id``."""
 
-    def __init__(self, cfg: PipelineConfig, batch_id: str, select_interval: bool):
-        self.cfg, self.batch_id, self.select = cfg, batch_id, select_interval
+    def __init__(self, cfg: PipelineConfig, batch_id: str, select_interval: bool, history: bool = False):
+        self.cfg, self.batch_id, self.select, self.history = cfg, batch_id, select_interval, history
         self.rows_read = 0
         self.schema: pa.Schema | None = None
 
@@ -224,7 +248,8 @@ class _Stager:
                 raise IngestError(f"{uri}: event-time column {col!r} is missing (found {found})")
             start = pd.Timestamp(self.batch_id)
             times = pd.to_datetime(frame[col], errors="coerce")
-            frame = frame[(times >= start) & (times < start + pd.Timedelta(days=1))]
+            end = times < start + pd.Timedelta(days=1)
+            frame = frame[end if self.history else (times >= start) & end]
         if col and col in frame.columns:
             frame = frame.assign(**{col: pd.to_datetime(frame[col], errors="coerce")})
         return frame.assign(**{BATCH_COLUMN: self.batch_id})
@@ -256,8 +281,12 @@ def ingest_batch(
     lake: Lake | None = None,
     run_info: dict | None = None,
     connection: dict | None = None,
+    history: bool = False,
 ) -> dict:
     """Copy the batch's source data to ``raw/``, stage it as Parquet and write the manifest.
+
+    With ``history`` (undated files with an event-time column) the batch takes every row up to the end of
+    its day, not only that day's: the one initial batch of a source whose past is already in its files.
 
     ``connection`` is the resolved credentials dict of ``source.connection`` (see :mod:`airloop.data.sources`).
     Returns {"batch_id", "rows", "files", "bytes", "staged_uri", "manifest_uri", "summary"}. Raises
@@ -291,7 +320,7 @@ def ingest_batch(
         copied.append(entry)
     sources_meta = [{k: v for k, v in e.items() if k != "data"} for e in copied]
     base = {"pipeline": cfg.name, "batch_id": batch_id, "source_uri": cfg.source.uri, "sources": sources_meta}
-    stager = _Stager(cfg, batch_id, select_interval=not by_name)
+    stager = _Stager(cfg, batch_id, select_interval=not by_name, history=history)
     try:
         rows, schema = _stage(cfg, lake.part("staged", batch_id), copied, stager, small)
     except IngestError as err:

@@ -257,6 +257,8 @@ def validate_batch(
         )
     if not exists(staged_uri) and replay:
         staged_uri = quarantined_uri
+    elif not replay:
+        lake.require_part("staged", batch_id, "validate")
     frame = read_parquet(staged_uri)
     suite = load_suite(cfg, list(map(str, frame.columns)))
 

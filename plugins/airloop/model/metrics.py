@@ -23,32 +23,14 @@ from sklearn.metrics import (
 )
 
 from airloop.errors import BadInput
+from airloop.model.directions import METRIC_DIRECTIONS, greater_is_better  # noqa: F401 - one place, re-exported
 
 log = logging.getLogger(__name__)
 
-# "max": greater is better; "min": lower is better.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "roc_auc": "max",
-    "pr_auc": "max",
-    "f1": "max",
-    "accuracy": "max",
-    "log_loss": "min",
-    "brier": "min",
-    "rmse": "min",
-    "mae": "min",
-    "r2": "max",
-}
 TASK_METRICS = {
     "classification": ("roc_auc", "pr_auc", "f1", "log_loss", "brier", "accuracy"),
     "regression": ("rmse", "mae", "r2"),
 }
-
-
-def greater_is_better(metric: str) -> bool:
-    """True when a higher value of ``metric`` is better; BadInput for an unknown metric."""
-    if metric not in METRIC_DIRECTIONS:
-        raise BadInput(f"metric {metric!r}: expected one of {sorted(METRIC_DIRECTIONS)}")
-    return METRIC_DIRECTIONS[metric] == "max"
 
 
 def check_metric(task: str, metric: str) -> None:

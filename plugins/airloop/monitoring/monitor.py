@@ -72,6 +72,7 @@ def monitor_batch(
     from airloop.store import registry, tracking
 
     lake = lake or Lake(cfg.name)
+    batch_uri = lake.require_part("validated", batch_id, "monitor")
     tracking.configure_mlflow()
     champion = registry.get_version(cfg, "champion")
     if champion is None:
@@ -84,7 +85,7 @@ def monitor_batch(
             "(set by training), found none; retrain to record the reference sample"
         )
     reference = lk.read_parquet(reference_uri)
-    current = lk.read_parquet(lake.part("validated", batch_id))
+    current = lk.read_parquet(batch_uri)
     numeric, categorical = feature_columns(cfg, reference)
     # Prediction drift: score both sides with the champion, so the comparison is like for like.
     model = models.load_version(cfg, champion.version)
@@ -212,7 +213,7 @@ def champion_history(cfg: PipelineConfig, lake: Lake) -> list[dict]:
     """
     import numpy as np
 
-    from airloop.model.metrics import greater_is_better
+    from airloop.model.directions import greater_is_better
 
     metric = f"live_{cfg.primary_metric}"
     higher = greater_is_better(cfg.primary_metric)

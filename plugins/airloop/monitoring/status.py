@@ -5,6 +5,8 @@ verdict. The JSON form is stable (``schema_version``) and documented in docs/sta
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from pathlib import Path
 
 from airloop.config import PipelineConfig
 from airloop.store.lake import Lake
@@ -14,7 +16,73 @@ STALENESS_KEYS = ("days_monitored", "live_metric", "live", "trend", "trend_per_d
 STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL when it exists (the embedded default), else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return path if path.exists() else None
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def _utc_iso(value: str | None) -> str | None:
+    """A timestamp column of SQLite (naive UTC text) as the ISO text the ORM path gives."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).isoformat()
+
+
+def _version_facts(days_since: str | None, version: str, run_id: str, tags: dict, run_tags: dict, metrics: dict):
+    promoted_at = tags.get("airloop.promoted_at")
+    days = None
+    if promoted_at:
+        days = round((dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(promoted_at)).total_seconds() / 86400, 2)
+    return {
+        "version": str(version),
+        "run_id": run_id,
+        "candidate": run_tags.get("airloop.candidate"),
+        "metrics": {k: round(v, 5) for k, v in sorted(metrics.items())},
+        "promoted_at": promoted_at,
+        "promoted_by": tags.get("airloop.promoted_by"),
+        "days_in_production": days,
+    }
+
+
+def _version_info_sqlite(db: Path, cfg: PipelineConfig, alias: str) -> dict | None:
+    """:func:`_version_info` read straight from MLflow's SQLite store: the same facts, without importing
+    MLflow (seconds) or opening its store (more seconds, as it checks its schema)."""
+    name = cfg.registered_model_name
+    with _read_only(db) as con:
+        row = con.execute(
+            "select a.version, v.run_id from registered_model_aliases a join model_versions v "
+            "on v.name = a.name and v.version = a.version where a.name = ? and a.alias = ?",
+            (name, alias),
+        ).fetchone()
+        if row is None:
+            return None
+        version, run_id = row
+        tags = dict(
+            con.execute("select key, value from model_version_tags where name = ? and version = ?", (name, version))
+        )
+        run_tags = dict(con.execute("select key, value from tags where run_uuid = ?", (run_id,)))
+        metrics = {
+            k: (float("nan") if is_nan else float(v))
+            for k, v, is_nan in con.execute(
+                "select key, value, is_nan from latest_metrics where run_uuid = ?", (run_id,)
+            )
+        }
+    return _version_facts(None, version, run_id, tags, run_tags, metrics)
+
+
 def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
+    from airloop import settings
+
+    db = _sqlite_path(settings.mlflow_tracking_uri())
+    if db is not None:
+        return _version_info_sqlite(db, cfg, alias)
     from mlflow.tracking import MlflowClient
 
     from airloop.store import registry
@@ -23,23 +91,35 @@ def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
     if mv is None:
         return None
     run = MlflowClient().get_run(mv.run_id)
-    promoted_at = mv.tags.get("airloop.promoted_at")
-    days = None
-    if promoted_at:
-        days = round((dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(promoted_at)).total_seconds() / 86400, 2)
-    return {
-        "version": str(mv.version),
-        "run_id": mv.run_id,
-        "candidate": run.data.tags.get("airloop.candidate"),
-        "metrics": {k: round(v, 5) for k, v in sorted(run.data.metrics.items())},
-        "promoted_at": promoted_at,
-        "promoted_by": mv.tags.get("airloop.promoted_by"),
-        "days_in_production": days,
-    }
+    return _version_facts(None, mv.version, mv.run_id, mv.tags, run.data.tags, run.data.metrics)
 
 
 def _dag_runs(cfg: PipelineConfig) -> dict:
     """The last run of each stage DAG from Airflow's metadata DB (None where it never ran)."""
+    import os
+
+    db = _sqlite_path(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""))
+    if db is not None:  # the embedded default: read the file, without importing Airflow (seconds)
+        out: dict[str, dict | None] = {}
+        with _read_only(db) as con:
+            for stage in STAGES:
+                dag_id = cfg.dag_id(stage)
+                row = con.execute(
+                    "select run_id, state, start_date, end_date from dag_run where dag_id = ? order by id desc limit 1",
+                    (dag_id,),
+                ).fetchone()
+                out[stage] = (
+                    None
+                    if row is None
+                    else {
+                        "dag_id": dag_id,
+                        "run_id": row[0],
+                        "state": str(row[1]).split(".")[-1].lower(),
+                        "start": _utc_iso(row[2]),
+                        "end": _utc_iso(row[3]),
+                    }
+                )
+        return out
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -98,12 +178,16 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
 def collect(pipelines: dict[str, PipelineConfig]) -> dict:
     """The whole status document (see docs/status.md)."""
     from airloop import settings
-    from airloop.store import tracking
 
+    uri = settings.mlflow_tracking_uri()
+    if _sqlite_path(uri) is None:  # a tracking server, or a store not created yet: MLflow's own client
+        from airloop.store import tracking
+
+        uri = tracking.configure_mlflow()
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-        "tracking_uri": tracking.configure_mlflow(),
+        "tracking_uri": uri,
         "lake_uri": settings.lake_uri(),
         "airloop_home": str(settings.airloop_home()),
         "pipelines": {name: pipeline_status(cfg) for name, cfg in sorted(pipelines.items())},

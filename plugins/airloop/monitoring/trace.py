@@ -60,8 +60,9 @@ def find_prediction(lake: Lake, prediction_id: str) -> dict:
         uris = lk.list_uris(lake.partition(SERVING_ZONE, source.removeprefix("serve-")))
         where = f"the serving log of {source.removeprefix('serve-')}"
     else:
-        uris = [lake.part("predictions", source)] if lk.exists(lake.part("predictions", source)) else []
+        uris = lake.prediction_parts(source)
         where = f"the predictions of batch {source}"
+    found = []
     for uri in uris:
         ids = lk.read_parquet(uri, columns=["prediction_id"])["prediction_id"]
         hit = ids.index[ids == prediction_id]
@@ -69,7 +70,16 @@ def find_prediction(lake: Lake, prediction_id: str) -> dict:
             row = lk.read_parquet(uri).iloc[hit[0]]
             record = {k: _json_value(v) for k, v in row.items()}
             record["log_uri"] = uri
-            return record
+            found.append(record)
+    if found:
+        # A batch scored again by a later champion keeps its first answer: the prediction that was served.
+        found.sort(key=lambda r: str(r.get("scored_at") or ""))
+        first = found[0]
+        if len(found) > 1:
+            first["rescored_by"] = [
+                {"model_version": r.get("model_version"), "log_uri": r["log_uri"]} for r in found[1:]
+            ]
+        return first
     raise PredictionNotFound(
         f"prediction {prediction_id!r} is not in {where} under {lake.root} "
         "(served predictions reach the lake within serving.log_flush_s seconds)"

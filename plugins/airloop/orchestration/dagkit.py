@@ -58,8 +58,14 @@ def dag_args(cfg: PipelineConfig, stage: str, doc: str, **kwargs: Any) -> dict:
     }
 
 
+def optional_text(description: str) -> Param:
+    """A text Param that may stay empty. The trigger form sends an empty field as null, so the type admits
+    null (a plain ``"string"`` Param keeps the form's Trigger button disabled until something is typed)."""
+    return Param(None, type=["null", "string"], description=description)
+
+
 def batch_param(help_text: str = "Batch (data interval start, YYYY-MM-DD); empty: from the trigger") -> Param:
-    return Param("", type="string", description=help_text)
+    return optional_text(help_text)
 
 
 def run_info(context: dict) -> dict:
@@ -149,6 +155,7 @@ __all__ = [
     "dag_args",
     "get_current_context",
     "invalid_pipeline_dag",
+    "optional_text",
     "pipelines",
     "run_info",
     "schedule",

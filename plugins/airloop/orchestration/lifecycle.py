@@ -42,7 +42,8 @@ def _mark(result: RunResult) -> str:
 
 def step(runner: Runner, cfg: PipelineConfig, stage: str, conf: dict, label: str = "") -> RunResult:
     """Run one stage DAG and print one progress line."""
-    result = runner.run(dag_id(cfg, stage), conf=conf)
+    subject = conf.get("batch_id") or conf.get("version") or conf.get("train_run_id") or ""
+    result = runner.run(dag_id(cfg, stage), conf=conf, note=f"{stage} {subject} (airloop {runner.command})".strip())
     skipped = [t for t, s in result.tasks.items() if s == "skipped"]
     note = f" (skipped: {', '.join(skipped)})" if skipped and result.ok else ""
     if result.skips:
@@ -51,10 +52,12 @@ def step(runner: Runner, cfg: PipelineConfig, stage: str, conf: dict, label: str
     return result
 
 
-def ingest_and_validate(runner: Runner, cfg: PipelineConfig, batch_id: str) -> None:
-    """Ingest and validate one batch; raises StageRefused with the reason when either refuses."""
+def ingest_and_validate(runner: Runner, cfg: PipelineConfig, batch_id: str, history: bool = False) -> None:
+    """Ingest and validate one batch (with ``history``: every row up to its day's end); raises StageRefused
+    with the reason when either refuses."""
     for stage in ("ingest", "validate"):
-        result = step(runner, cfg, stage, {"batch_id": batch_id}, batch_id)
+        conf = {"batch_id": batch_id, **({"history": True} if history and stage == "ingest" else {})}
+        result = step(runner, cfg, stage, conf, batch_id + (" (history)" if history and stage == "ingest" else ""))
         if not result.ok:
             raise StageRefused(f"{stage} of batch {batch_id} refused: {result.reason()}")
 
@@ -91,26 +94,33 @@ def build_model(runner: Runner, cfg: PipelineConfig, kind: str, batch_id: str, f
     return outcome
 
 
-def pending_batches(cfg: PipelineConfig) -> list[str]:
-    """Dated source batches not ingested yet; today's date when the source files carry no dates."""
-    from airloop.data.ingest import files_for_batch, list_source_files
+def pending_batches(cfg: PipelineConfig) -> tuple[list[str], bool]:
+    """(batches to ingest, history). Dated source files: the dates not validated yet. Undated files with an
+    event-time column: the day of the latest event, as one initial *history* batch (every row up to that
+    day) while nothing is validated, as that day's batch afterwards. Otherwise today's date."""
+    from airloop.data.ingest import files_for_batch, latest_event_day, list_source_files
     from airloop.store.lake import DATE_IN_TEXT, Lake
 
     files = list_source_files(cfg.source.uri)
     if not files:
         raise StageRefused(f"pipeline {cfg.name!r}: no files match source.uri {cfg.source.uri}")
+    done = set(Lake(cfg.name).batches("validated"))
     dates = sorted({m.group(1) for f in files if (m := DATE_IN_TEXT.search(f))})
     if not dates or not files_for_batch(files, dates[0])[1]:
-        return [dt.date.today().isoformat()]
-    done = set(Lake(cfg.name).batches("validated"))
-    return [d for d in dates if d not in done] or dates[-1:]
+        latest = latest_event_day(cfg)
+        if latest:
+            return [latest], not done
+        return [dt.date.today().isoformat()], False
+    return [d for d in dates if d not in done] or dates[-1:], False
 
 
 def run_pipeline(runner: Runner, cfg: PipelineConfig, batches: list[str] | None = None) -> Outcome:
     """``airloop run NAME``: ingest and validate the pending batches, then train → evaluate → promote."""
-    batches = batches or pending_batches(cfg)
+    history = False
+    if not batches:
+        batches, history = pending_batches(cfg)
     for batch in batches:
-        ingest_and_validate(runner, cfg, batch)
+        ingest_and_validate(runner, cfg, batch, history=history)
     # A person asked for the lifecycle, so train even if a champion exists: the gate protects it.
     return build_model(runner, cfg, "train", batches[-1], force=True)
 

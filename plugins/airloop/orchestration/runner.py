@@ -61,13 +61,23 @@ def prepare_environment() -> dict[str, str]:
 
 
 def ensure_airflow_db() -> None:
-    """Create or migrate Airflow's metadata DB (a no-op when it is current)."""
+    """Create or migrate Airflow's metadata DB (a no-op when it is current).
+
+    Two first runs on a fresh home would both migrate the same SQLite file and one would fail half-way, so
+    the check and the migration hold an exclusive lock file next to the DB (``airflow/migrate.lock``).
+    """
+    import fcntl
+
     from airflow.utils.db import check_migrations, upgradedb
 
-    try:
-        check_migrations(timeout=0)
-    except Exception:  # not created or not current: migrate
-        upgradedb()
+    lock_path = Path(os.environ["AIRFLOW_HOME"]) / "migrate.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        try:
+            check_migrations(timeout=0)
+        except Exception:  # not created or not current: migrate
+            upgradedb()
 
 
 class Runner:
@@ -82,6 +92,7 @@ class Runner:
         self.log_path = log_path or home / "logs" / f"airloop-{stamp}.log"
         self.console = console or sys.stdout
         self.quiet = quiet
+        self.command = "run"  # names the driver in each run's note ("airloop run", "airloop demo")
         self._saved_fds: tuple[int, int] | None = None
         with self._captured():
             from airflow.dag_processing.dagbag import DagBag
@@ -129,17 +140,52 @@ class Runner:
     def dag_ids(self) -> list[str]:
         return sorted(self.dagbag.dag_ids)
 
-    def run(self, dag_id: str, conf: dict | None = None, logical_date: dt.datetime | None = None) -> RunResult:
-        """One DAG run through Airflow's task runner; returns its RunResult (never raises on task failure)."""
+    def run(
+        self, dag_id: str, conf: dict | None = None, logical_date: dt.datetime | None = None, note: str = ""
+    ) -> RunResult:
+        """One DAG run through Airflow's task runner; returns its RunResult (never raises on task failure).
+        ``note`` becomes the run's note in the UI (the batch it worked on, say)."""
         if dag_id not in self.dagbag.dags:
             raise KeyError(f"no DAG {dag_id!r}; known: {', '.join(self.dag_ids())}")
         dag = self.dagbag.dags[dag_id]
         started = time.monotonic()
         with self._captured():
             dagrun = dag.test(logical_date=logical_date or dt.datetime.now(dt.UTC), run_conf=conf or {})
+            self._record_as_scheduled(dag_id, dagrun.run_id, note)
             result = self._collect(dag_id, dagrun.run_id, str(dagrun.state))
         result.seconds = round(time.monotonic() - started, 2)
         return result
+
+    def _record_as_scheduled(self, dag_id: str, run_id: str, note: str) -> None:
+        """Make the run this driver just made look like the scheduler's: the note names its batch, and a run
+        of an Asset-scheduled DAG consumes the Asset events it served (the ones the scheduler would have
+        given it). The scheduler floors its next event window at the last Asset-triggered run, so a later
+        run started by the scheduler, the UI or the REST API sees only newer events, never this backlog."""
+        from airflow.models.asset import AssetEvent, DagScheduleAssetReference
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from airflow.utils.types import DagRunType
+        from sqlalchemy import func, select
+
+        with create_session() as session:
+            run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+            if run is None:
+                return
+            if note:
+                run.note = note
+            assets = select(DagScheduleAssetReference.asset_id).where(DagScheduleAssetReference.dag_id == dag_id)
+            if not session.scalar(select(func.count()).select_from(assets.subquery())):
+                return  # a scheduled or manual DAG: nothing to consume
+            floor = session.scalar(
+                select(func.max(DagRun.run_after)).where(
+                    DagRun.dag_id == dag_id, DagRun.run_type == DagRunType.ASSET_TRIGGERED, DagRun.id != run.id
+                )
+            )
+            events = select(AssetEvent).where(AssetEvent.asset_id.in_(assets), AssetEvent.timestamp <= run.run_after)
+            if floor is not None:
+                events = events.where(AssetEvent.timestamp > floor)
+            run.consumed_asset_events.extend(session.scalars(events).all())
+            run.run_type = DagRunType.ASSET_TRIGGERED
 
     def _collect(self, dag_id: str, run_id: str, state: str) -> RunResult:
         from airflow.models.asset import AssetDagRunQueue

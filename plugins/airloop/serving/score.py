@@ -18,6 +18,10 @@ from airloop.store import models
 from airloop.store.lake import BATCH_COLUMN, Lake
 
 
+class AlreadyScored(NothingToDo):
+    """The champion has already scored this batch; its predictions are immutable, so there is nothing to do."""
+
+
 class NoChampion(NothingToDo):
     """There is no champion to score with yet."""
 
@@ -82,19 +86,28 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     "checks","summary"}.
 
     The rows are first checked against the model signature and the suite (:func:`check_inputs`). Raises
-    NoChampion when no version holds the alias ``champion``. A rerun replaces the batch's predictions.
+    NoChampion when no version holds the alias ``champion``, AlreadyScored when the champion has scored the
+    batch before. Each version's predictions go to their own file (:meth:`Lake.prediction_part`), never over
+    another's.
     """
 
     from airloop.store import registry, tracking
 
     lake = lake or Lake(cfg.name)
+    validated_uri = lake.require_part("validated", batch_id, "score")
     tracking.configure_mlflow()
     champion = registry.get_version(cfg, "champion")
     if champion is None:
         raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
+    out_uri = lake.prediction_part(batch_id, str(champion.version))
+    if lk.exists(out_uri):
+        raise AlreadyScored(
+            f"pipeline {cfg.name!r}, batch {batch_id}: already scored by v{champion.version}; predictions are "
+            "immutable (a new champion scores it beside the old predictions)"
+        )
     # Pin the version read above: the alias may move while this batch is scored.
     model_uri = models.version_uri(cfg, champion.version)
-    frame = lk.read_parquet(lake.part("validated", batch_id))
+    frame = lk.read_parquet(validated_uri)
     features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
     checks = check_inputs(cfg, features, model_uri, batch_id)
     model = models.load_uri(model_uri)
@@ -109,7 +122,7 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     info = run_info or {}
     out["airflow_dag_id"] = info.get("dag_id")
     out["airflow_run_id"] = info.get("run_id")
-    uri = lk.write_parquet(lake.part("predictions", batch_id), out)
+    uri = lk.write_parquet(out_uri, out)
     summary = (
         f"Scored {len(out)} rows of {batch_id} with {model_uri} (checked against its signature and suite "
         f"{checks['suite']!r}: {checks['warnings']} warning(s)); wrote {uri}"

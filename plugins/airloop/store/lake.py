@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from airloop.errors import BadInput
+from airloop.errors import BadInput, NothingToDo
 
 DATE = r"\d{4}-\d{2}-\d{2}"  # a batch id is the start date of its data interval
 BATCH_ID_PATTERN = re.compile(rf"^{DATE}$")
@@ -167,6 +167,11 @@ def list_uris(prefix_uri: str, recursive: bool = True) -> list[str]:
     return sorted(out)
 
 
+class BatchMissing(NothingToDo):
+    """A stage was asked for a batch that has no data where it reads (a date without data, or a quarantined
+    batch): there is nothing to do for that date."""
+
+
 class Lake:
     """The lake paths of one pipeline."""
 
@@ -184,6 +189,29 @@ class Lake:
 
     def part(self, zone: str, batch_id: str) -> str:
         return join(self.partition(zone, batch_id), "part-0.parquet")
+
+    def require_part(self, zone: str, batch_id: str, stage: str) -> str:
+        """The URI of the batch's part in ``zone`` ("staged" or "validated"); raises :class:`BatchMissing`
+        with a one-line reason (no internal path) when it is not there."""
+        uri = self.part(zone, batch_id)
+        if exists(uri):
+            return uri
+        head = f"pipeline {self.pipeline!r}, batch {batch_id}: nothing to {stage}"
+        if exists(self.part("quarantine", batch_id)):
+            raise BatchMissing(f"{head}: the batch is quarantined (see its validate run)")
+        if zone == "validated" and exists(self.part("staged", batch_id)):
+            raise BatchMissing(f"{head}: the batch is ingested but not validated yet")
+        raise BatchMissing(f"{head}: no data was ingested for that date")
+
+    def prediction_part(self, batch_id: str, model_version: str) -> str:
+        """Where model version ``model_version`` wrote its predictions of a batch. Predictions are immutable:
+        scoring a batch again with another version writes beside, never over (``version=N/``)."""
+        return join(self.partition("predictions", batch_id), f"version={model_version}", "part-0.parquet")
+
+    def prediction_parts(self, batch_id: str) -> list[str]:
+        """Every predictions file of a batch, one per model version that scored it (and the single
+        ``part-0.parquet`` of lakes written before predictions were versioned)."""
+        return [u for u in list_uris(self.partition("predictions", batch_id)) if u.endswith(".parquet")]
 
     def manifest(self, batch_id: str) -> str:
         return join(self.root, "manifests", f"{check_batch_id(batch_id)}.json")
@@ -203,7 +231,10 @@ class Lake:
     def read_zone(self, zone: str, batch_ids: list[str] | None = None) -> pd.DataFrame:
         """All parts of the given batches in a zone, concatenated; an empty frame when there are none."""
         ids = batch_ids if batch_ids is not None else self.batches(zone)
-        frames = [read_parquet(self.part(zone, b)) for b in ids if exists(self.part(zone, b))]
+        if zone == "predictions":
+            frames = [read_parquet(u) for b in ids for u in self.prediction_parts(b)]
+        else:
+            frames = [read_parquet(self.part(zone, b)) for b in ids if exists(self.part(zone, b))]
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)

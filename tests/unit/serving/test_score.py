@@ -65,7 +65,38 @@ def test_a_batch_failing_the_suite_is_refused_unscored(scored):
 
 def test_no_champion_is_nothing_to_do(mlflow_store, tmp_path):
     from airloop.serving.score import NoChampion, score_batch
+    from airloop.store.lake import BatchMissing, Lake
 
     cfg = churn_cfg("scr_none", tmp_path)
+    with pytest.raises(BatchMissing, match="batch 2026-01-01: nothing to score: no data was ingested"):
+        score_batch(cfg, "2026-01-01")
+    lk.write_parquet(Lake(cfg.name).part("validated", "2026-01-01"), pd.DataFrame({"customer_id": ["C1"]}))
     with pytest.raises(NoChampion, match="no model version has the alias 'champion'"):
         score_batch(cfg, "2026-01-01")
+
+
+def test_predictions_are_immutable_and_a_new_champion_writes_beside(scored):
+    import hashlib
+
+    from airloop.monitoring import trace
+    from airloop.serving.score import AlreadyScored, score_batch
+    from airloop.store.lake import Lake
+
+    cfg, day = scored["cfg"], scored["day"]
+    lake = Lake(cfg.name)
+    if not lake.prediction_parts(day):
+        score_batch(cfg, day)
+    (first_uri,) = lake.prediction_parts(day)
+    digest = hashlib.sha256(lk.read_bytes(first_uri)).hexdigest()
+    pid = lk.read_parquet(first_uri)["prediction_id"].iloc[0]
+    answer = trace.find_prediction(lake, pid)
+    with pytest.raises(AlreadyScored, match=f"already scored by v{scored['v1']['version']}"):
+        score_batch(cfg, day)
+    v2 = train_version(cfg, day)  # promoted: the new champion
+    out = score_batch(cfg, day)
+    assert out["model_version"] == v2["version"] and out["uri"] != first_uri
+    assert sorted(lake.prediction_parts(day)) == sorted([first_uri, out["uri"]])
+    assert hashlib.sha256(lk.read_bytes(first_uri)).hexdigest() == digest, "the served predictions were rewritten"
+    again = trace.find_prediction(lake, pid)
+    assert again["model_version"] == answer["model_version"] == scored["v1"]["version"]
+    assert again["rescored_by"][0]["model_version"] == v2["version"]

@@ -1,0 +1,239 @@
+"""Orchestration benchmark: the lifecycle through Airflow's real scheduler against the same stage calls in one
+Python process, side by side in one run, and `airloop status` on the resulting state.
+
+The lifecycle on one batch of 100,000 rows (regression, one fast candidate, so the figures measure
+orchestration rather than model fitting): ingest -> validate -> (score, skipped: no champion yet) -> train
+(plan, prepare, candidates, one candidate, select_best) -> evaluate (evaluate, publish_challenger) -> promote.
+
+- in-process: each stage function called in turn, in this process, on its own AIRLOOP_HOME;
+- scheduler: `airloop.orchestration.stack` (scheduler, dag-processor, triggerer, api-server, the preloading
+  LocalExecutor) on another AIRLOOP_HOME; one ingest run is triggered through the REST API and the rest is
+  chained by Assets, as in production.
+
+Per task, overhead = (task end - task queued) under the scheduler - the same call's in-process time.
+Targets: p50 overhead <= 2 s per task, whole lifecycle <= 1.3x the in-process path; `airloop status` < 1 s.
+
+Writes bench/results/orchestration.json and orchestration.md. Run: .venv/bin/python bench/bench_orchestration.py
+[--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO / "plugins"))
+
+PIPELINE = """name: bench
+source: {{uri: "{uri}/houses_*.csv"}}
+target: price
+task: regression
+training:
+  n_iter: 1
+  cv_folds: 2
+  candidates:
+    - name: ridge
+      estimator: sklearn.linear_model.Ridge
+      search_space: {{alpha: [1.0]}}
+"""
+
+
+def write_data(folder: Path, rows: int, day: str) -> None:
+    rng = np.random.default_rng(0)
+    sqft = rng.normal(1500, 400, rows).clip(300)
+    city = rng.choice(["lyon", "lille", "nantes", "brest"], rows)
+    rooms = rng.integers(1, 7, rows)
+    price = 50 * sqft + 8_000 * rooms + np.where(city == "lyon", 40_000, 0) + rng.normal(0, 10_000, rows)
+    frame = pd.DataFrame({"sqft": sqft.round(), "rooms": rooms, "city": city, "price": price.round()})
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / f"houses_{day}.csv", index=False)
+
+
+def point_at(home: Path, pipelines: Path) -> None:
+    for k in [k for k in os.environ if k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))]:
+        del os.environ[k]
+    os.environ.update({"AIRLOOP_HOME": str(home), "AIRLOOP_PIPELINES_DIR": str(pipelines)})
+
+
+def in_process(home: Path, pipelines: Path, day: str) -> dict[str, float]:
+    """Seconds per task id, the same calls the DAG tasks make."""
+    point_at(home, pipelines)
+    from airloop.config import get_pipeline
+    from airloop.data import ingest, validate
+    from airloop.errors import NothingToDo
+    from airloop.model import evaluate, plan, promotion, train
+    from airloop.model.candidates import candidate_names
+    from airloop.serving import score
+    from airloop.store.lake import Lake
+
+    cfg, lake, out = get_pipeline("bench"), Lake("bench"), {}
+
+    def timed(task_id, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        except NothingToDo:
+            return None
+        finally:
+            out[task_id] = time.perf_counter() - t0
+
+    timed("ingest.ingest", ingest.ingest_batch, cfg, day)
+    timed("validate.validate", validate.validate_batch, cfg, day)
+    timed("score.score", score.score_batch, cfg, day)  # skipped: no champion yet, as under the scheduler
+    p = timed("train.plan", plan.plan_initial, cfg, lake, day)
+    split = timed("train.prepare", plan.prepare_training, cfg, lake, p)
+    names = timed("train.candidates", candidate_names, cfg)
+    results = [timed(f"train.train_candidate[{i}]", train.train_candidate, cfg, n, split) for i, n in enumerate(names)]
+    best = timed("train.select_best", plan.finish_training, cfg, lake, split, results)
+    verdict = timed(
+        "evaluate.evaluate", lambda: evaluate.evaluate_challenger(cfg, evaluate.candidate_from_run(cfg, best["run_id"]))
+    )
+    version = timed("evaluate.publish_challenger", evaluate.require_blessed, verdict)
+    timed("promote.promote", promotion.promote_challenger, cfg, str(version))
+    return out
+
+
+def through_scheduler(home: Path, pipelines: Path, day: str) -> tuple[dict[str, dict], float, str]:
+    """Per task id: {"queued_to_end", "duration"}; the whole lifecycle's seconds; the UI URL."""
+    point_at(home, pipelines)
+    from airloop.demo.scheduled import _airflow_db
+    from airloop.orchestration import stack
+    from airloop.orchestration.rest import AirflowClient
+
+    running = stack.start()
+    try:
+        client = AirflowClient(running.url, stack.ADMIN_USER, stack.admin_password())
+        db = _airflow_db(running.env)
+        for stage in ("ingest", "validate", "train", "evaluate", "promote", "score"):
+            client.wait_dag(f"airloop_bench_{stage}")
+        _settle(client, db)  # the scheduled runs of the latest interval (no data for it: skipped)
+        seen = {(r["dag_id"], r["dag_run_id"]) for r in client.recent_runs(100)}
+        t0 = time.time()
+        client.trigger("airloop_bench_ingest", {"batch_id": day})
+        _settle(client, db, timeout_s=3600)
+        tasks, last_end = {}, t0
+        for run in client.recent_runs(100):
+            if (run["dag_id"], run["dag_run_id"]) in seen:
+                continue
+            stage = run["dag_id"].removeprefix("airloop_bench_")
+            for ti in client.task_instances(run["dag_id"], run["dag_run_id"]):
+                if not ti.get("end_date") or not ti.get("queued_when"):
+                    continue
+                end = dt.datetime.fromisoformat(ti["end_date"]).timestamp()
+                queued = dt.datetime.fromisoformat(ti["queued_when"]).timestamp()
+                key = f"{stage}.{ti['task_id']}" + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
+                tasks[key] = {"queued_to_end": end - queued, "duration": ti.get("duration") or 0.0}
+                last_end = max(last_end, end)
+        return tasks, last_end - t0, running.url
+    finally:
+        running.stop()
+
+
+def _settle(client, db, timeout_s: float = 600) -> None:
+    import sqlite3
+
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the scheduler did not settle")
+        time.sleep(1)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            queued = con.execute("select count(*) from asset_dag_run_queue").fetchone()[0]
+        quiet = quiet + 1 if client.active_runs() == 0 and queued == 0 else 0
+
+
+def status_seconds(home: Path, pipelines: Path, repeat: int = 3) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP"))}
+    env.update(
+        {"AIRLOOP_HOME": str(home), "AIRLOOP_PIPELINES_DIR": str(pipelines), "PYTHONPATH": str(REPO / "plugins")}
+    )
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t0, r0 = time.perf_counter(), os.times()
+        proc = subprocess.run([sys.executable, "-m", "airloop.cli", "status", "--json"], env=env, capture_output=True)
+        r1 = os.times()
+        walls.append(time.perf_counter() - t0)
+        cpus.append((r1.children_user - r0.children_user) + (r1.children_system - r0.children_system))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return {"wall_s": round(min(walls), 3), "cpu_s": round(min(cpus), 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    day = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)).isoformat()
+    work = Path(tempfile.mkdtemp(prefix="airloop-bench-orch-"))
+    write_data(work / "data", args.rows, day)
+    pipelines = work / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "bench.yaml").write_text(PIPELINE.format(uri=(work / "data").as_uri()))
+    sched, whole_sched, _ = through_scheduler(work / "scheduler", pipelines, day)
+    local = in_process(work / "in_process", pipelines, day)
+    whole_local = sum(local.values())
+    rows, overheads = [], []
+    for task_id, seconds in local.items():
+        s = sched.get(task_id)
+        if s is None:
+            rows.append((task_id, seconds, None, None))
+            continue
+        overhead = s["queued_to_end"] - seconds
+        overheads.append(overhead)
+        rows.append((task_id, seconds, s["queued_to_end"], overhead))
+    overheads.sort()
+    p50 = statistics.median(overheads) if overheads else None
+    p95 = overheads[min(len(overheads) - 1, round(0.95 * (len(overheads) - 1)))] if overheads else None
+    status = status_seconds(work / "scheduler", pipelines)
+    result = {
+        "rows": args.rows,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
+        "tasks": [
+            {"task": t, "in_process_s": round(a, 3), "scheduler_s": b and round(b, 3), "overhead_s": c and round(c, 3)}
+            for t, a, b, c in rows
+        ],
+        "overhead_p50_s": p50 and round(p50, 3),
+        "overhead_p95_s": p95 and round(p95, 3),
+        "whole_in_process_s": round(whole_local, 2),
+        "whole_scheduler_s": round(whole_sched, 2),
+        "ratio": round(whole_sched / whole_local, 2),
+        "status": status,
+        "targets": {"overhead_p50_s": 2.0, "ratio": 1.3, "status_wall_s": 1.0},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "orchestration.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        f"# Orchestration: {args.rows:,} rows, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+        "",
+        "| task | in-process s | scheduler (queued to end) s | overhead s |",
+        "|---|---:|---:|---:|",
+        *[
+            f"| {t} | {a:.2f} | {'-' if b is None else f'{b:.2f}'} | {'-' if c is None else f'{c:.2f}'} |"
+            for t, a, b, c in rows
+        ],
+        "",
+        f"overhead per task: p50 {p50:.2f} s (target <= 2 s), p95 {p95:.2f} s",
+        f"whole lifecycle: scheduler {whole_sched:.1f} s vs in-process {whole_local:.1f} s = "
+        f"{whole_sched / whole_local:.2f}x (target <= 1.3x)",
+        f"airloop status: {status['wall_s']:.2f} s wall, {status['cpu_s']:.2f} s CPU (target < 1 s)",
+    ]
+    (RESULTS / "orchestration.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""A small client of Airflow's public REST API (``/api/v2``), as the UI uses it: trigger a DAG run, wait for it,
+read its task instances and task logs. Standard library only; used by tests, benchmarks and drivers that go
+through a running scheduler (:mod:`airloop.orchestration.stack`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+FINISHED = {"success", "failed"}
+
+
+class AirflowAPIError(RuntimeError):
+    """An Airflow REST call failed; the message names the method, path, status and body."""
+
+
+class AirflowClient:
+    def __init__(self, url: str, username: str, password: str):
+        self.url = url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _call(self, method: str, path: str, body: Any = None, raw: bool = False) -> Any:
+        if self._token is None and not path.startswith("/auth/"):
+            self._token = self._call("POST", "/auth/token", self._credentials)["access_token"]
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Accept", "application/json")
+        if self._token:
+            req.add_header("Authorization", f"Bearer {self._token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as err:
+            raise AirflowAPIError(f"{method} {path}: HTTP {err.code}: {err.read()[:500]!r}") from None
+        if raw:
+            return payload.decode(errors="replace")
+        return json.loads(payload) if payload else None
+
+    def trigger(self, dag_id: str, conf: dict | None = None, note: str | None = None, **fields) -> dict:
+        """POST a DAG run (``logical_date`` null unless given, as the UI's default); returns the run."""
+        body = {"conf": conf or {}, "logical_date": fields.pop("logical_date", None), **fields}
+        if note:
+            body["note"] = note
+        return self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=id")["dag_runs"]
+
+    def wait(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict:
+        """Poll until the run finishes; returns it. Raises TimeoutError with its state otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.run(dag_id, run_id)
+            if run["state"] in FINISHED:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
+            time.sleep(1)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        rid = urllib.parse.quote(run_id, safe="")
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances")["task_instances"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+        """The task's log as text (``GET .../logs/{try_number}``), as the UI's log view shows it."""
+        rid = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/logs/{try_number}?map_index={map_index}"
+        doc = self._call("GET", path)
+        content = doc.get("content", "")
+        if isinstance(content, list):
+            return "\n".join(c.get("event", "") if isinstance(c, dict) else str(c) for c in content)
+        return str(content)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """A task's XCom value as JSON (None when there is none)."""
+        rid = urllib.parse.quote(run_id, safe="")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/xcomEntries/{key}"
+            f"?map_index={map_index}&deserialize=true&stringify=false"
+        )
+        try:
+            return self._call("GET", path).get("value")
+        except AirflowAPIError as err:
+            if "HTTP 404" in str(err):
+                return None
+            raise
+
+    def backfill(self, dag_id: str, day: str, reprocess: str = "completed") -> dict:
+        """Airflow's own backfill of one data interval (the run whose interval starts on ``day``)."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": f"{day}T00:00:00Z",
+            "to_date": f"{day}T00:00:00Z",
+            "max_active_runs": 1,
+            "reprocess_behavior": reprocess,
+        }
+        return self._call("POST", "/api/v2/backfills", body)
+
+    def wait_backfill(self, backfill_id: int, timeout_s: float = 900) -> dict:
+        """Poll until the scheduler marks the backfill completed (after its last run); returns it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            doc = self._call("GET", f"/api/v2/backfills/{backfill_id}")
+            if doc.get("completed_at"):
+                return doc
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {backfill_id} of {doc.get('dag_id')} not completed in {timeout_s:.0f} s")
+            time.sleep(1)
+
+    def wait_dag(self, dag_id: str, timeout_s: float = 300) -> dict:
+        """Poll until the dag-processor has parsed ``dag_id`` (a new home or pipeline); returns the DAG."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._call("GET", f"/api/v2/dags/{dag_id}")
+            except AirflowAPIError as err:
+                if "HTTP 404" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+
+    def active_runs(self) -> int:
+        """Queued or running DAG runs, over every DAG."""
+        return self._call("GET", "/api/v2/dags/~/dagRuns?state=queued&state=running&limit=1")["total_entries"]
+
+    def recent_runs(self, limit: int = 50) -> list[dict]:
+        return self._call("GET", f"/api/v2/dags/~/dagRuns?order_by=-id&limit={limit}")["dag_runs"]
+
+    def upstream_events(self, dag_id: str, run_id: str) -> list[dict]:
+        rid = urllib.parse.quote(run_id, safe="")
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}/upstreamAssetEvents")["asset_events"]
+
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        rid = urllib.parse.quote(run_id, safe="")
+        self._call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{rid}?update_mask=note", {"note": note})

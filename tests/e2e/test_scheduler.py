@@ -1,0 +1,81 @@
+"""After `make demo`, with Airflow started as the README says (`make ui`): the demo's runs are ordinary
+scheduler runs (task logs through the REST API), a re-ingested day is re-processed alone, and SIGTERM stops
+every component.
+
+Order matters: the last test stops the shared `airloop ui` (the demo_ui fixture, tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def sha256s(home: Path) -> dict[str, str]:
+    root = home / "lake" / "churn" / "predictions"
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))
+    }
+
+
+def settle(client, timeout_s: float = 600) -> None:
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while quiet < 3:
+        assert time.monotonic() < deadline, "runs still active"
+        time.sleep(2)
+        quiet = quiet + 1 if client.active_runs() == 0 else 0
+
+
+def test_a_demo_run_has_its_task_log_in_the_rest_api(demo_ui):
+    client = demo_ui.client()
+    runs = [r for r in client.runs("airloop_churn_validate") if r["state"] == "success"]
+    assert runs, "the demo left no validate run"
+    log = client.task_log("airloop_churn_validate", runs[0]["dag_run_id"], "validate")
+    assert "Airloop summary: validate_batch" in log, log[-2000:]
+    assert "Log file not found" not in log
+
+
+def test_reingesting_one_day_reprocesses_that_day_only_and_keeps_every_prediction_file(demo_ui):
+    client = demo_ui.client()
+    before = sha256s(demo_ui.home)
+    days = sorted({k.split("/")[0].removeprefix("date=") for k in before})
+    assert len(days) >= 5, before
+    day = days[2]
+    known = {(r["dag_id"], r["dag_run_id"]) for d in ("validate", "score") for r in client.runs(f"airloop_churn_{d}")}
+    run = client.trigger("airloop_churn_ingest", {"batch_id": day})
+    assert client.wait("airloop_churn_ingest", run["dag_run_id"])["state"] == "success"
+    settle(client)
+    for stage in ("validate", "score"):
+        new = [r for r in client.runs(f"airloop_churn_{stage}") if (r["dag_id"], r["dag_run_id"]) not in known]
+        assert len(new) == 1, f"{stage}: expected one new run, found {new}"
+        assert new[0]["state"] == "success", new[0]
+        events = client.upstream_events(f"airloop_churn_{stage}", new[0]["dag_run_id"])
+        batches = {b for e in events for b in (e.get("extra") or {}).get("batch_ids", [])}
+        assert batches == {day}, f"{stage} consumed events for {batches}, expected only {day}"
+        done = client.xcom(f"airloop_churn_{stage}", new[0]["dag_run_id"], stage) or []
+        assert [r["batch_id"] for r in done] in ([day], []), done  # [] when skipped (already scored)
+    after = sha256s(demo_ui.home)
+    for key, digest in before.items():
+        assert after.get(key) == digest, f"{key} was rewritten"
+    assert all(k.startswith(f"date={day}/") for k in set(after) - set(before)), set(after) - set(before)
+
+
+def test_sigterm_stops_every_component_within_30_s(demo_ui):
+    parent = psutil.Process(demo_ui.proc.pid)
+    children = parent.children(recursive=True)
+    assert len(children) >= 4, [c.cmdline()[:3] for c in children]
+    started = time.monotonic()
+    os.killpg(demo_ui.proc.pid, signal.SIGTERM)
+    demo_ui.proc.wait(timeout=60)
+    gone, alive = psutil.wait_procs(children, timeout=max(30 - (time.monotonic() - started), 1))
+    took = time.monotonic() - started
+    assert not alive, f"still running after {took:.0f} s: {[p.pid for p in alive]}"
+    assert took <= 30, f"stopping took {took:.1f} s"
