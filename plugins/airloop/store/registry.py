@@ -83,7 +83,9 @@ def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str) -> 
 
 
 def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, Any] | None = None) -> str:
-    """Register ``model_uri`` (from run ``run_id``) as a new version; returns the version number.
+    """Register ``model_uri`` (from run ``run_id``) as a new version and bless it (sign it with the
+    model-signing key, :func:`airloop.store.models.bless`); returns the version number. The gate is the one
+    caller: a version registered any other way is never loaded.
 
     Creates the registered model (with a description) on first use. A retry for the same run and model
     returns the version already registered instead of adding another one.
@@ -105,11 +107,14 @@ def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, A
                 raise
     for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         if mv.source == model_uri:
+            if models.BLESSING_TAG not in (mv.tags or {}):  # a retry after a crash between the two steps
+                models.bless(name, str(mv.version), mv.run_id or run_id, model_uri)
             return str(mv.version)
     # mlflow.register_model (not client.create_model_version) also links the LoggedModel to the version.
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     if mv.run_id != run_id:
         log.warning("%s v%s: registered from run %s, expected run %s", name, mv.version, mv.run_id, run_id)
+    models.bless(name, str(mv.version), mv.run_id or run_id, model_uri)
     return str(mv.version)
 
 
@@ -260,6 +265,7 @@ def promote(
             if _missing(err) or "not found" in str(err).lower():
                 raise BadInput(f"model {name!r}: no version {version!r} to promote") from None
             raise
+        models.verify_version(name, version)  # ModelRefused: never make an unblessed version the champion
         previous_mv = get_version(cfg, CHAMPION)
         previous = str(previous_mv.version) if previous_mv is not None else None
         if previous == version:
