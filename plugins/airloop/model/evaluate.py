@@ -43,6 +43,8 @@ from airloop.store.lake import BATCH_COLUMN
 
 log = logging.getLogger(__name__)
 
+COMPARED_WITH_TAG = "airloop.gate.compared_with"  # the champion version the gate judged against, or "none"
+
 MIN_WINDOW_ROWS = 100  # labeled production rows needed before the production window is compared
 
 
@@ -225,6 +227,8 @@ def evaluate_challenger(
                 "airloop.data_fingerprint": run.data.tags.get("airloop.data_fingerprint", ""),
                 f"airloop.gate.{metric}": f"{value:.6f}",
                 "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
+                # promote moves the alias only if this is still the champion (compare-and-set)
+                COMPARED_WITH_TAG: champion_version or "none",
             },
         )
         registry.set_challenger(cfg, version)

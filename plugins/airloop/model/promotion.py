@@ -21,11 +21,25 @@ def promote_challenger(
     ``approval`` is a person's decision ({"approved_by", "decision", ...}) when ``promotion.approval`` is
     required, else None; ``reason`` is the trigger's reason (empty: "approved in Airflow" or "blessed by the
     gate"). The actor is the approver, else ``GATE_ACTOR``. Returns :func:`airloop.store.registry.promote`'s
-    record.
+    record. Raises registry.ChampionMoved (recorded, nothing moves) when the champion is no longer the one
+    the gate compared ``version`` against.
     """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from airloop.model.evaluate import COMPARED_WITH_TAG
+    from airloop.store import tracking
+
     actor = approval["approved_by"] if approval else GATE_ACTOR
     reason = reason or ("approved in Airflow" if approval else "blessed by the gate")
-    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval)
+    tracking.configure_mlflow()
+    try:
+        tags = MlflowClient().get_model_version(cfg.registered_model_name, str(version)).tags or {}
+    except MlflowException:  # no such version: registry.promote says so
+        tags = {}
+    # The champion the gate judged against: promote only if it still holds the alias (registry.ChampionMoved).
+    expected = tags.get(COMPARED_WITH_TAG, ...)
+    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval, expected_champion=expected)
 
 
 def record_if_rejected(cfg: PipelineConfig, version: str, approval: dict[str, Any] | None) -> dict[str, Any] | None:
