@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
@@ -40,6 +41,8 @@ SMALL_BATCH_BYTES = 64 << 20  # below this a batch is parsed in memory with pand
 # Blocks are then gathered into chunks of ``source.chunk_rows`` rows, so Parquet row groups stay large.
 STREAM_BLOCK_BYTES = 1 << 20
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.=-]")
+
+log = logging.getLogger(__name__)
 
 
 class IngestError(BadInput):
@@ -175,7 +178,30 @@ def raw_name(relative: str) -> list[str]:
             f"source object key {relative!r}: expected a path inside the source prefix, found a '..' or '.' "
             "segment that would escape the lake; nothing was copied"
         )
-    return [_UNSAFE_CHARS.sub("_", s) for s in segs]
+    return [_safe_segment(s) for s in segs]
+
+
+def _safe_segment(segment: str) -> str:
+    """``segment`` itself when every character is safe; else the unsafe ones as ``_`` plus ``--`` and 8 hex
+    of the sha256 of the original, before the extension, so ``a b.csv`` and ``a_b.csv`` cannot collide."""
+    safe = _UNSAFE_CHARS.sub("_", segment)
+    if safe == segment:
+        return segment
+    tag = hashlib.sha256(segment.encode()).hexdigest()[:8]
+    stem, dot, ext = safe.rpartition(".")
+    return f"{stem}--{tag}.{ext}" if dot and stem else f"{safe}--{tag}"
+
+
+def _refuse_collisions(chosen: list[sources.SourceObject], dests: list[str]) -> None:
+    """LakeError (nothing copied) if two source objects would land on one raw name: one's bytes would be lost."""
+    seen: dict[str, str] = {}
+    for obj, dest in zip(chosen, dests, strict=True):
+        if dest in seen:
+            raise lk.LakeError(
+                f"source objects {seen[dest]!r} and {obj.uri!r}: both map to raw name {dest!r}; expected distinct "
+                "names, so nothing was copied (rename one of them)"
+            )
+        seen[dest] = obj.uri
 
 
 def _copy_raw(obj: sources.SourceObject, dest: str, keep_bytes: bool, connection: dict | None) -> dict:
@@ -276,8 +302,13 @@ def ingest_batch(
         raise NoNewData(f"pipeline {cfg.name!r}: no source files for batch {batch_id} under {cfg.source.uri}")
     chosen = [by_uri[f] for f in files]
     partition = lake.partition("raw", batch_id)
+    # One ingest per batch at a time (Airflow runs one try of a task): what a killed try left is garbage.
+    for left in (partition, lake.partition("staged", batch_id)):
+        if gone := lk.clean_temporaries(left):
+            log.warning("removed %d temporary object(s) a killed ingest left: %s", len(gone), gone)
     # Every destination is checked before the first byte is copied: an escaping key copies nothing.
     dests = [lk.join(partition, *raw_name(o.relative)) for o in chosen]
+    _refuse_collisions(chosen, dests)
     small = sum(o.size or 0 for o in chosen) <= SMALL_BATCH_BYTES
     manifest_uri = lake.manifest(batch_id)
     previous = lk.read_json(manifest_uri) if lk.exists(manifest_uri) else {}

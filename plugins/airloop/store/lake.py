@@ -167,6 +167,33 @@ def list_uris(prefix_uri: str, recursive: bool = True) -> list[str]:
     return sorted(out)
 
 
+_TEMPORARY = re.compile(r"(\.tmp-[0-9a-f]{32}|\.incoming)$")
+
+
+def temporaries(prefix_uri: str) -> list[str]:
+    """URIs of the temporary objects under a prefix (``*.tmp-<uuid>`` of an atomic write, ``*.incoming`` of
+    a raw copy): only a killed writer leaves them behind."""
+    fs, path = filesystem(prefix_uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    scheme = urlparse(prefix_uri).scheme or "file"
+    return sorted(
+        f"{scheme}://{info.path}"
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and _TEMPORARY.search(info.path)
+    )
+
+
+def clean_temporaries(prefix_uri: str) -> list[str]:
+    """Delete what :func:`temporaries` lists (call before rewriting a partition that one writer owns, such as
+    a batch's ``raw/`` on the batch's ingest); returns the URIs deleted."""
+    gone = temporaries(prefix_uri)
+    for uri in gone:
+        with contextlib.suppress(FileNotFoundError):
+            fs, path = filesystem(uri)
+            fs.delete_file(path)
+    return gone
+
+
 class Lake:
     """The lake paths of one pipeline."""
 
