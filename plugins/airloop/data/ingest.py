@@ -326,7 +326,8 @@ def ingest_batch(
     try:
         rows, schema = _stage(cfg, lake.part("staged", batch_id), copied, stager, small)
     except IngestError as err:
-        lk.write_json(manifest_uri, {**base, "ingest_error": str(err), "run": run_info or {}, **_now()})
+        manifest = {**base, **_carried(manifest_uri), "ingest_error": str(err), "run": run_info or {}, **_now()}
+        lk.write_json(manifest_uri, manifest)
         raise
     return _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info)
 
@@ -369,6 +370,23 @@ def _now() -> dict:
     return {"ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
+def _carried(manifest_uri: str) -> dict:
+    """What a re-ingest keeps of the batch's earlier manifest: every validation verdict (the last one joins
+    ``validation_history``: it judged the bytes received before) and the earlier ingests (``ingest_history``)."""
+    if not lk.exists(manifest_uri):
+        return {}
+    old = lk.read_json(manifest_uri)
+    verdicts = list(old.get("validation_history", []))
+    if old.get("validation"):
+        verdicts.append(old["validation"])
+    ingests = list(old.get("ingest_history", []))
+    if old.get("ingested_at"):
+        keep = ("ingested_at", "rows", "rows_read", "sources", "ingest_error", "run")
+        ingests.append({k: old[k] for k in keep if k in old})
+    carried = {"validation_history": verdicts} if verdicts else {}
+    return {**carried, "ingest_history": ingests} if ingests else carried
+
+
 def _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info) -> dict:
     if rows == 0:
         raise NoNewData(
@@ -378,6 +396,7 @@ def _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info) -> dict:
     staged_uri = lake.part("staged", batch_id)
     manifest = {
         **base,
+        **_carried(lake.manifest(batch_id)),
         "rows": rows,
         "rows_read": stager.rows_read,
         "schema": {f.name: str(f.type) for f in schema},

@@ -295,9 +295,12 @@ def validate_batch(
         "run_info": run_info or {},
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    # The verdict is on record before anything that needs MLflow: a tracking server that is down cannot
+    # leave the batch without one.
+    write_json(manifest_uri, manifest)
     if track:
         manifest["validation"]["mlflow_run_id"] = record_in_mlflow(cfg, batch_id, manifest["validation"], run_info)
-    write_json(manifest_uri, manifest)
+        write_json(manifest_uri, manifest)
 
     result = {
         "batch_id": batch_id,
