@@ -99,14 +99,13 @@ def test_kill_9_during_promote_leaves_a_record_for_every_alias_move(logged_model
 
 def test_the_gate_promotes_only_over_the_champion_it_compared_with(logged_models, mlflow_store):
     """Two retrains are both judged against v1: v3 is promoted first; v2 must not replace v3 unjudged."""
-    from airloop.model.evaluate import COMPARED_WITH_TAG
     from airloop.model.promotion import promote_challenger
     from airloop.store import registry
 
     cfg = make_cfg("cas")
     (v1,) = _register_all(cfg, logged_models, 1)
     promote_challenger(cfg, v1)
-    v2, v3 = (registry.register(cfg, uri, run, {COMPARED_WITH_TAG: v1}) for uri, run in logged_models[1:3])
+    v2, v3 = (registry.register(cfg, uri, run, {registry.COMPARED_WITH_TAG: v1}) for uri, run in logged_models[1:3])
     promote_challenger(cfg, v3)
     with pytest.raises(registry.ChampionMoved, match=f"compared v{v2} with champion v{v1}.*now v{v3}"):
         promote_challenger(cfg, v2)
@@ -119,14 +118,13 @@ def test_the_gate_promotes_only_over_the_champion_it_compared_with(logged_models
 
 def test_racing_gate_promotions_move_the_champion_once(logged_models, mlflow_store):
     """The two promotions of the race above, concurrently: exactly one wins, the other is refused and recorded."""
-    from airloop.model.evaluate import COMPARED_WITH_TAG
     from airloop.model.promotion import promote_challenger
     from airloop.store import registry
 
     cfg = make_cfg("race")
     (v1,) = _register_all(cfg, logged_models, 1)
     promote_challenger(cfg, v1)
-    racers = [registry.register(cfg, uri, run, {COMPARED_WITH_TAG: v1}) for uri, run in logged_models[1:3]]
+    racers = [registry.register(cfg, uri, run, {registry.COMPARED_WITH_TAG: v1}) for uri, run in logged_models[1:3]]
     outcome: dict[str, str] = {}
 
     def go(version):

@@ -86,6 +86,31 @@ def _check_delimiter(uri: str, frame: pd.DataFrame, head: str) -> None:
         )
 
 
+def _refuse_duplicate_header(uri: str, names: list[str]) -> None:
+    """IngestError naming the repeated column(s): pandas would silently rename the second ``a`` to ``a.1``
+    and train on it as a feature of its own."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(str(name).strip(), []).append(i + 1)
+    repeated = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if repeated:
+        shown = ", ".join(f"{n!r} at columns {pos}" for n, pos in repeated.items())
+        share = sum(len(p) for p in repeated.values()) / max(len(names), 1)
+        raise IngestError(
+            f"{uri}: duplicated header: {shown} ({share:.0%} of the {len(names)} columns); expected each column "
+            "name once. Rename them at the source, or declare the names you intend with source.options "
+            "{names: [...], header: 0}"
+        )
+
+
+def _csv_header(head: bytes, options: dict) -> list[str]:
+    import csv
+
+    sep = options.get("sep") or options.get("delimiter") or ","
+    line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
+    return next(csv.reader(line, delimiter=sep), []) if line and len(sep) == 1 else []
+
+
 def parse_bytes(uri: str, data: bytes, fmt: str, options: dict | None = None) -> pd.DataFrame:
     """Parse one file's bytes into a frame, with an error that names the file and the problem."""
     options = options or {}
@@ -94,6 +119,8 @@ def parse_bytes(uri: str, data: bytes, fmt: str, options: dict | None = None) ->
     try:
         if fmt == "csv":
             data.decode("utf-8")
+            if "names" not in options and options.get("header", 0) == 0:
+                _refuse_duplicate_header(uri, _csv_header(data[:65536], options))
             frame = pd.read_csv(io.BytesIO(data), **options)
             _check_delimiter(uri, frame, data[:4096].decode("utf-8", errors="replace"))
         elif fmt == "parquet":
@@ -136,6 +163,7 @@ def _stream_frames(uri: str, raw_uri: str, fmt: str, options: dict, chunk_rows: 
                 for i, table in enumerate(_gathered(reader, chunk_rows)):
                     frame = table.to_pandas()
                     if i == 0:
+                        _refuse_duplicate_header(uri, list(table.column_names))
                         _check_delimiter(uri, frame, ",".join(map(str, frame.columns)))
                     yield frame
             elif fmt == "csv":

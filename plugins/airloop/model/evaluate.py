@@ -43,8 +43,6 @@ from airloop.store.lake import BATCH_COLUMN
 
 log = logging.getLogger(__name__)
 
-COMPARED_WITH_TAG = "airloop.gate.compared_with"  # the champion version the gate judged against, or "none"
-
 MIN_WINDOW_ROWS = 100  # labeled production rows needed before the production window is compared
 
 
@@ -228,7 +226,7 @@ def evaluate_challenger(
                 f"airloop.gate.{metric}": f"{value:.6f}",
                 "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
                 # promote moves the alias only if this is still the champion (compare-and-set)
-                COMPARED_WITH_TAG: champion_version or "none",
+                registry.COMPARED_WITH_TAG: champion_version or "none",
             },
         )
         registry.set_challenger(cfg, version)

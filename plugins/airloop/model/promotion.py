@@ -24,22 +24,10 @@ def promote_challenger(
     record. Raises registry.ChampionMoved (recorded, nothing moves) when the champion is no longer the one
     the gate compared ``version`` against.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from airloop.model.evaluate import COMPARED_WITH_TAG
-    from airloop.store import tracking
-
     actor = approval["approved_by"] if approval else GATE_ACTOR
     reason = reason or ("approved in Airflow" if approval else "blessed by the gate")
-    tracking.configure_mlflow()
-    try:
-        tags = MlflowClient().get_model_version(cfg.registered_model_name, str(version)).tags or {}
-    except MlflowException:  # no such version: registry.promote says so
-        tags = {}
-    # The champion the gate judged against: promote only if it still holds the alias (registry.ChampionMoved).
-    expected = tags.get(COMPARED_WITH_TAG, ...)
-    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval, expected_champion=expected)
+    # Only over the champion the gate compared with (registry.ChampionMoved otherwise).
+    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval, check_gate=True)
 
 
 def record_if_rejected(cfg: PipelineConfig, version: str, approval: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 LOCK_TIMEOUT_S = 120.0
+COMPARED_WITH_TAG = "airloop.gate.compared_with"  # set by the gate: the champion version it judged against
 
 
 def _client() -> MlflowClient:
@@ -324,7 +325,7 @@ def promote(
     actor: str,
     kind: str = "promotion",
     approval: dict[str, Any] | None = None,
-    expected_champion: str | None | object = ...,
+    check_gate: bool = False,
 ) -> dict[str, Any]:
     """Make ``version`` the champion, under :func:`promotion_lock`, in three steps: write an intent record,
     move alias ``champion`` (dropping ``challenger`` if it pointed here, tagging who, when and why), write the
@@ -332,9 +333,10 @@ def promote(
     leaves an intent that the next promotion repairs (:func:`repair_promotions`). So the alias never holds a
     version without a record of the promotion that put it there.
 
-    ``expected_champion`` (a version, or None for "no champion"): the champion the gate compared ``version``
-    against; if another version holds the alias now, nothing moves and :class:`ChampionMoved` is raised with
-    the refusal recorded. Left out (``...``), no comparison is required (rollbacks, a person's choice).
+    ``check_gate``: compare-and-set against the champion the gate compared ``version`` with (its
+    ``airloop.gate.compared_with`` tag, :data:`COMPARED_WITH_TAG`); if another version holds the alias now,
+    nothing moves and :class:`ChampionMoved` is raised with the refusal recorded. Off for rollbacks and a
+    person's explicit choice.
 
     Returns the record: {"event" (``kind``), "status" ("completed"), "op", "pipeline", "model", "version",
     "previous" (version or None), "reason", "actor", "at" (ISO UTC), "approval", "run_id", "log_uri"}.
@@ -369,8 +371,9 @@ def promote(
             "approval": approval,
             "run_id": mv.run_id,
         }
-        if expected_champion is not ... and current != version:
-            expected = None if expected_champion in (None, "", "none") else str(expected_champion)
+        compared = (mv.tags or {}).get(COMPARED_WITH_TAG) if check_gate else None
+        if compared is not None and current != version:
+            expected = None if compared in ("", "none") else str(compared)
             if expected != current:
                 why = (
                     f"the gate compared v{version} with champion {'v' + expected if expected else '(none)'}, but "
