@@ -257,8 +257,7 @@ def _keep_superseded(raw_uri: str, sha256: str | None, previous: dict) -> None:
     """A rerun whose source bytes changed keeps the bytes received before next to the new ones."""
     old = next((s for s in previous.get("sources", []) if s.get("raw_uri") == raw_uri), None)
     if old and sha256 and old.get("sha256") != sha256 and lk.exists(raw_uri):
-        fs, path = lk.filesystem(raw_uri)
-        fs.move(path, f"{path}.superseded-{old['sha256'][:12]}")
+        lk.move(raw_uri, f"{raw_uri}.superseded-{old['sha256'][:12]}")
 
 
 class _Stager:
@@ -342,10 +341,13 @@ def ingest_batch(
     previous = lk.read_json(manifest_uri) if lk.exists(manifest_uri) else {}
     copied = []
     for obj, dest in zip(chosen, dests, strict=True):
-        entry = _copy_raw(obj, dest + ".incoming", small, connection)
-        _keep_superseded(dest, entry["sha256"], previous)
-        fs, path = lk.filesystem(dest)
-        fs.move(path + ".incoming", path)
+        # Straight to the raw name when nothing is there (the usual first ingest: no second copy of a large
+        # file); a rerun copies beside it first, to keep the earlier bytes if they differ.
+        landing = dest + ".incoming" if lk.exists(dest) else dest
+        entry = _copy_raw(obj, landing, small, connection)
+        if landing != dest:
+            _keep_superseded(dest, entry["sha256"], previous)
+            lk.move(landing, dest)
         entry["raw_uri"] = dest
         copied.append(entry)
     sources_meta = [{k: v for k, v in e.items() if k != "data"} for e in copied]
