@@ -26,6 +26,7 @@ def _register_all(cfg, logged_models, n, **tags):
     return [registry.register(cfg, uri, run_id, tags or None) for uri, run_id in logged_models[:n]]
 
 
+@pytest.mark.integration  # a private SeaweedFS, stopped mid-test
 def test_a_lake_that_dies_before_promote_leaves_the_champion_untouched(logged_models, private_s3, monkeypatch):
     from airloop.store import registry
 

@@ -11,6 +11,8 @@ import pytest
 from airloop.store import lake as lk
 from airloop.store import s3
 
+pytestmark = pytest.mark.integration  # needs the real S3 server (SeaweedFS)
+
 GIB = 1 << 30
 BLOCK = 8 << 20
 
