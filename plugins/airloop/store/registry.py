@@ -542,4 +542,5 @@ def load_model(cfg: PipelineConfig, alias: str = CHAMPION, *, flavor: str = "skl
         raise NothingToDo(f"model {cfg.registered_model_name!r}: no version has the alias {alias!r} yet")
     if flavor == "sklearn":
         return models.load_version(cfg, mv.version), str(mv.version)
+    models.load_version(cfg, mv.version)  # blessed and skops with trusted types, else ModelRefused
     return mlflow.pyfunc.load_model(models.version_uri(cfg, mv.version)), str(mv.version)
