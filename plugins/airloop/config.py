@@ -7,7 +7,9 @@ file, the key, what was expected and what was found.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +58,10 @@ class LabelsConfig(_Strict):
         return os.path.expandvars(v)
 
 
+IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+CRON_PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"})
+
+
 class CandidateConfig(_Strict):
     """One candidate model: a scikit-learn estimator by short name or import path, and its search space."""
 
@@ -64,14 +70,36 @@ class CandidateConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, list[Any]] = Field(default_factory=dict)
 
+    @field_validator("estimator")
+    @classmethod
+    def _path_shape(cls, v: str) -> str:
+        if "." in v and not IMPORT_PATH.match(v):
+            raise ValueError("a short name or a dotted import path like 'sklearn.svm.SVC'")
+        return v
+
 
 class TrainingConfig(_Strict):
     candidates: list[CandidateConfig] | None = None  # default: per task type, see airloop.model.candidates
+    # Top-level packages an ``estimator:`` import path may come from. Checked without importing anything,
+    # so a YAML cannot make ``airloop check`` (or a DAG file parse) run a module of its choosing.
+    estimator_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
     n_iter: int = Field(4, ge=1)
     cv_folds: int = Field(3, ge=2)
     test_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
     max_rows: int = Field(200_000, ge=100)
+
+    @model_validator(mode="after")
+    def _allowed_estimators(self) -> TrainingConfig:
+        allowed = set(self.estimator_packages)
+        for c in self.candidates or []:
+            if "." in c.estimator and c.estimator.split(".", 1)[0] not in allowed:
+                top = c.estimator.split(".", 1)[0]
+                raise ValueError(
+                    f"estimator import paths from training.estimator_packages {sorted(allowed)} (add {top!r} "
+                    f"there to allow it); candidate {c.name!r} names {c.estimator!r}"
+                )
+        return self
 
 
 class EvaluationConfig(_Strict):
@@ -119,6 +147,28 @@ class ScheduleConfig(_Strict):
     ingest: str | None = "@daily"
     monitor: str | None = "@daily"
     start_date: str = "2026-01-01"
+
+    @field_validator("ingest", "monitor")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None or v in CRON_PRESETS:
+            return v
+        from croniter import croniter  # Airflow's own cron parser (a dependency of Airflow)
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(f"a 5-field cron expression like '0 6 * * *' or one of {sorted(CRON_PRESETS)}")
+        return v
+
+    @field_validator("start_date")
+    @classmethod
+    def _date(cls, v: str) -> str:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+                raise ValueError
+            dt.date.fromisoformat(v)
+        except ValueError:
+            raise ValueError("a date like 2026-01-31 (YYYY-MM-DD)") from None
+        return v
 
 
 class PipelineConfig(_Strict):

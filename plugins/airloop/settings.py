@@ -78,3 +78,46 @@ def airflow_env() -> dict[str, str]:
         "GIT_PYTHON_REFRESH": "quiet",
     }
     return {k: os.environ.get(k, v) for k, v in defaults.items()}
+
+
+SIGNING_KEY_ENV = "AIRLOOP_MODEL_SIGNING_KEY"
+SIGNING_CONNECTION_ENV = "AIRFLOW_CONN_AIRLOOP_MODEL_SIGNING"
+
+
+def model_signing_key() -> bytes:
+    """The key the gate signs blessed model versions with (see docs/security.md), first found of:
+
+    - ``AIRLOOP_MODEL_SIGNING_KEY`` (the key itself);
+    - the password of the Airflow Connection ``airloop_model_signing`` given as ``AIRFLOW_CONN_AIRLOOP_MODEL_SIGNING``
+      (JSON or URI form, read without importing Airflow);
+    - ``$AIRLOOP_HOME/secrets/model-signing.key``, created (32 random bytes, mode 0600) on first use: right for
+      one machine; a cluster sets one of the two above on every worker and server.
+    """
+    import json
+    import secrets
+    from urllib.parse import unquote, urlparse
+
+    env = os.environ.get(SIGNING_KEY_ENV)
+    if env:
+        return env.encode()
+    conn = os.environ.get(SIGNING_CONNECTION_ENV)
+    if conn:
+        conn = conn.strip()
+        password = json.loads(conn).get("password") if conn.startswith("{") else urlparse(conn).password
+        if not password:
+            raise ValueError(f"{SIGNING_CONNECTION_ENV}: expected a connection with a password (the key), found none")
+        return unquote(password).encode()
+    path = airloop_home() / "secrets" / "model-signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic: a concurrent first use keeps the one key that won
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip().encode()

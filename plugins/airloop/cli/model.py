@@ -47,7 +47,8 @@ def cmd_promotions(args) -> int:
         approval = f", approved by {r['approval'].get('approved_by')}" if r.get("approval") else ""
         print(
             f"{r['at']}  {r['event']:9} v{r['version']} (previous v{r['previous'] or '-'}) by {r['actor']}"
-            f"{approval}: {r['reason']}"
+            + ("" if r.get("status", "completed") == "completed" else f" [{r['status']}]")
+            + f"{approval}: {r['reason']}"
         )
     if not records:
         print("no promotions recorded yet")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import PurePosixPath
@@ -40,6 +41,8 @@ SMALL_BATCH_BYTES = 64 << 20  # below this a batch is parsed in memory with pand
 # Blocks are then gathered into chunks of ``source.chunk_rows`` rows, so Parquet row groups stay large.
 STREAM_BLOCK_BYTES = 1 << 20
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.=-]")
+
+log = logging.getLogger(__name__)
 
 
 class IngestError(BadInput):
@@ -107,6 +110,31 @@ def _check_delimiter(uri: str, frame: pd.DataFrame, head: str) -> None:
         )
 
 
+def _refuse_duplicate_header(uri: str, names: list[str]) -> None:
+    """IngestError naming the repeated column(s): pandas would silently rename the second ``a`` to ``a.1``
+    and train on it as a feature of its own."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        seen.setdefault(str(name).strip(), []).append(i + 1)
+    repeated = {n: pos for n, pos in seen.items() if len(pos) > 1}
+    if repeated:
+        shown = ", ".join(f"{n!r} at columns {pos}" for n, pos in repeated.items())
+        share = sum(len(p) for p in repeated.values()) / max(len(names), 1)
+        raise IngestError(
+            f"{uri}: duplicated header: {shown} ({share:.0%} of the {len(names)} columns); expected each column "
+            "name once. Rename them at the source, or declare the names you intend with source.options "
+            "{names: [...], header: 0}"
+        )
+
+
+def _csv_header(head: bytes, options: dict) -> list[str]:
+    import csv
+
+    sep = options.get("sep") or options.get("delimiter") or ","
+    line = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
+    return next(csv.reader(line, delimiter=sep), []) if line and len(sep) == 1 else []
+
+
 def parse_bytes(uri: str, data: bytes, fmt: str, options: dict | None = None) -> pd.DataFrame:
     """Parse one file's bytes into a frame, with an error that names the file and the problem."""
     options = options or {}
@@ -115,6 +143,8 @@ def parse_bytes(uri: str, data: bytes, fmt: str, options: dict | None = None) ->
     try:
         if fmt == "csv":
             data.decode("utf-8")
+            if "names" not in options and options.get("header", 0) == 0:
+                _refuse_duplicate_header(uri, _csv_header(data[:65536], options))
             frame = pd.read_csv(io.BytesIO(data), **options)
             _check_delimiter(uri, frame, data[:4096].decode("utf-8", errors="replace"))
         elif fmt == "parquet":
@@ -157,6 +187,7 @@ def _stream_frames(uri: str, raw_uri: str, fmt: str, options: dict, chunk_rows: 
                 for i, table in enumerate(_gathered(reader, chunk_rows)):
                     frame = table.to_pandas()
                     if i == 0:
+                        _refuse_duplicate_header(uri, list(table.column_names))
                         _check_delimiter(uri, frame, ",".join(map(str, frame.columns)))
                     yield frame
             elif fmt == "csv":
@@ -199,7 +230,30 @@ def raw_name(relative: str) -> list[str]:
             f"source object key {relative!r}: expected a path inside the source prefix, found a '..' or '.' "
             "segment that would escape the lake; nothing was copied"
         )
-    return [_UNSAFE_CHARS.sub("_", s) for s in segs]
+    return [_safe_segment(s) for s in segs]
+
+
+def _safe_segment(segment: str) -> str:
+    """``segment`` itself when every character is safe; else the unsafe ones as ``_`` plus ``--`` and 8 hex
+    of the sha256 of the original, before the extension, so ``a b.csv`` and ``a_b.csv`` cannot collide."""
+    safe = _UNSAFE_CHARS.sub("_", segment)
+    if safe == segment:
+        return segment
+    tag = hashlib.sha256(segment.encode()).hexdigest()[:8]
+    stem, dot, ext = safe.rpartition(".")
+    return f"{stem}--{tag}.{ext}" if dot and stem else f"{safe}--{tag}"
+
+
+def _refuse_collisions(chosen: list[sources.SourceObject], dests: list[str]) -> None:
+    """LakeError (nothing copied) if two source objects would land on one raw name: one's bytes would be lost."""
+    seen: dict[str, str] = {}
+    for obj, dest in zip(chosen, dests, strict=True):
+        if dest in seen:
+            raise lk.LakeError(
+                f"source objects {seen[dest]!r} and {obj.uri!r}: both map to raw name {dest!r}; expected distinct "
+                "names, so nothing was copied (rename one of them)"
+            )
+        seen[dest] = obj.uri
 
 
 def _copy_raw(obj: sources.SourceObject, dest: str, keep_bytes: bool, connection: dict | None) -> dict:
@@ -227,8 +281,7 @@ def _keep_superseded(raw_uri: str, sha256: str | None, previous: dict) -> None:
     """A rerun whose source bytes changed keeps the bytes received before next to the new ones."""
     old = next((s for s in previous.get("sources", []) if s.get("raw_uri") == raw_uri), None)
     if old and sha256 and old.get("sha256") != sha256 and lk.exists(raw_uri):
-        fs, path = lk.filesystem(raw_uri)
-        fs.move(path, f"{path}.superseded-{old['sha256'][:12]}")
+        lk.move(raw_uri, f"{raw_uri}.superseded-{old['sha256'][:12]}")
 
 
 class _Stager:
@@ -305,17 +358,25 @@ def ingest_batch(
         raise NoNewData(f"pipeline {cfg.name!r}: no source files for batch {batch_id} under {cfg.source.uri}")
     chosen = [by_uri[f] for f in files]
     partition = lake.partition("raw", batch_id)
+    # One ingest per batch at a time (Airflow runs one try of a task): what a killed try left is garbage.
+    for left in (partition, lake.partition("staged", batch_id)):
+        if gone := lk.clean_temporaries(left):
+            log.warning("removed %d temporary object(s) a killed ingest left: %s", len(gone), gone)
     # Every destination is checked before the first byte is copied: an escaping key copies nothing.
     dests = [lk.join(partition, *raw_name(o.relative)) for o in chosen]
+    _refuse_collisions(chosen, dests)
     small = sum(o.size or 0 for o in chosen) <= SMALL_BATCH_BYTES
     manifest_uri = lake.manifest(batch_id)
     previous = lk.read_json(manifest_uri) if lk.exists(manifest_uri) else {}
     copied = []
     for obj, dest in zip(chosen, dests, strict=True):
-        entry = _copy_raw(obj, dest + ".incoming", small, connection)
-        _keep_superseded(dest, entry["sha256"], previous)
-        fs, path = lk.filesystem(dest)
-        fs.move(path + ".incoming", path)
+        # Straight to the raw name when nothing is there (the usual first ingest: no second copy of a large
+        # file); a rerun copies beside it first, to keep the earlier bytes if they differ.
+        landing = dest + ".incoming" if lk.exists(dest) else dest
+        entry = _copy_raw(obj, landing, small, connection)
+        if landing != dest:
+            _keep_superseded(dest, entry["sha256"], previous)
+            lk.move(landing, dest)
         entry["raw_uri"] = dest
         copied.append(entry)
     sources_meta = [{k: v for k, v in e.items() if k != "data"} for e in copied]
@@ -324,7 +385,8 @@ def ingest_batch(
     try:
         rows, schema = _stage(cfg, lake.part("staged", batch_id), copied, stager, small)
     except IngestError as err:
-        lk.write_json(manifest_uri, {**base, "ingest_error": str(err), "run": run_info or {}, **_now()})
+        manifest = {**base, **_carried(manifest_uri), "ingest_error": str(err), "run": run_info or {}, **_now()}
+        lk.write_json(manifest_uri, manifest)
         raise
     return _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info)
 
@@ -367,6 +429,23 @@ def _now() -> dict:
     return {"ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
+def _carried(manifest_uri: str) -> dict:
+    """What a re-ingest keeps of the batch's earlier manifest: every validation verdict (the last one joins
+    ``validation_history``: it judged the bytes received before) and the earlier ingests (``ingest_history``)."""
+    if not lk.exists(manifest_uri):
+        return {}
+    old = lk.read_json(manifest_uri)
+    verdicts = list(old.get("validation_history", []))
+    if old.get("validation"):
+        verdicts.append(old["validation"])
+    ingests = list(old.get("ingest_history", []))
+    if old.get("ingested_at"):
+        keep = ("ingested_at", "rows", "rows_read", "sources", "ingest_error", "run")
+        ingests.append({k: old[k] for k in keep if k in old})
+    carried = {"validation_history": verdicts} if verdicts else {}
+    return {**carried, "ingest_history": ingests} if ingests else carried
+
+
 def _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info) -> dict:
     if rows == 0:
         raise NoNewData(
@@ -376,6 +455,7 @@ def _finish(cfg, lake, batch_id, base, rows, schema, stager, run_info) -> dict:
     staged_uri = lake.part("staged", batch_id)
     manifest = {
         **base,
+        **_carried(lake.manifest(batch_id)),
         "rows": rows,
         "rows_read": stager.rows_read,
         "schema": {f.name: str(f.type) for f in schema},

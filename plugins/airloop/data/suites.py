@@ -138,3 +138,72 @@ def load_suite(cfg: PipelineConfig, columns: list[str]) -> dict:
     if isinstance(data, dict):
         data.setdefault("name", cfg.name)
     return check_suite(data, str(path))
+
+
+# --- what the default suite refuses beyond its expectations -------------------------------------------------
+
+SENTINEL_MIN_NUMERIC_SHARE = 0.5  # a text column this share of whose values are numbers is "numbers + sentinels"
+
+
+def _top(values: Any, n: int = 3) -> str:
+    counts = values.value_counts().head(n)
+    return ", ".join(f"{v!r} x{c}" for v, c in counts.items())
+
+
+def default_suite_refusals(cfg: PipelineConfig, frame: Any, first_batch: bool) -> list[dict]:
+    """Critical failures (validate's failure dicts) for data the default suite would otherwise let through,
+    each naming the column, the share, the top offending values and how to declare the intent:
+
+    - a text column that is mostly numbers with a few text sentinels ("unknown", "?"): it would train as a
+      categorical (declare the sentinels as missing with ``source.options.na_values``, or the column as a
+      category with ``categorical_features``);
+    - on the first batch, a target with a single value: no model can learn from it.
+
+    Only used with no reviewed suite file; a reviewed suite states the intent itself.
+    """
+    import pandas as pd
+
+    failures = []
+    declared = set(cfg.categorical_features or [])
+    skip = declared | {c for c in (cfg.id_column, cfg.event_time_column) if c}
+    for column in frame.columns:
+        name = str(column)
+        series = frame[column]
+        if name.startswith("_") or name in skip or not (series.dtype == object or pd.api.types.is_string_dtype(series)):
+            continue
+        present = series.dropna()
+        if present.empty:
+            continue
+        numeric = pd.to_numeric(present, errors="coerce")
+        share = float(numeric.notna().mean())
+        if SENTINEL_MIN_NUMERIC_SHARE <= share < 1:
+            text = present[numeric.isna()].astype(str)
+            sentinels = sorted(text.unique().tolist(), key=lambda v: -int((text == v).sum()))[:5]
+            failures.append(
+                {
+                    "expectation": "airloop_numbers_with_text_sentinels",
+                    "column": name,
+                    "unexpected_percent": round(100 * (1 - share), 3),
+                    "details": (
+                        f"{share:.1%} of its values are numbers, {1 - share:.1%} text (top: {_top(text)}); it "
+                        f"would train as a category. Declare the text as missing with source.options.na_values: "
+                        f"{sentinels}, or list {name!r} in categorical_features if it is a category"
+                    ),
+                }
+            )
+    if first_batch and cfg.target in frame.columns:
+        target = frame[cfg.target].dropna()
+        if len(target) and target.nunique() == 1:
+            failures.append(
+                {
+                    "expectation": "airloop_constant_target",
+                    "column": cfg.target,
+                    "unexpected_percent": 100.0,
+                    "details": (
+                        f"the target has a single value in 100% of {len(target)} labelled rows (top: "
+                        f"{_top(target.astype(str))}); no model can learn from it. Send a first batch with "
+                        f"more than one {cfg.target!r} value, or review a suite (airloop suggest) if this is intended"
+                    ),
+                }
+            )
+    return failures

@@ -21,7 +21,16 @@ import pyarrow.fs as pafs
 
 from airloop.config import PipelineConfig
 from airloop.data.failures import add_type_share, exception_message, failure_from_result
-from airloop.data.suites import CRITICAL, WARNING, columns_of, load_suite, quiet_gx, severity_of, suite_path
+from airloop.data.suites import (
+    CRITICAL,
+    WARNING,
+    columns_of,
+    default_suite_refusals,
+    load_suite,
+    quiet_gx,
+    severity_of,
+    suite_path,
+)
 from airloop.errors import BadInput
 from airloop.store.lake import (
     Lake,
@@ -269,6 +278,11 @@ def validate_batch(
     # On an s3:// lake there is no local folder to build into; Data Docs are skipped (the verdict and the
     # failures still go to the manifest and the task log). Uploading a built site is a possible follow-up.
     outcome = validate_frame(frame, suite, docs_dir=docs_dir, batch_id=batch_id)
+    if not suite_path(cfg).exists():  # the default suite: refuse what it cannot express
+        first = not [b for b in lake.batches("validated") if b != batch_id]
+        refusals = default_suite_refusals(cfg, frame, first_batch=first)
+        outcome.critical += refusals
+        outcome.success = outcome.success and not refusals
     docs_index = join(docs_uri, "index.html") if outcome.data_docs else None
     outcome.data_docs = docs_index  # report the lake URI, as every other Airloop path
 
@@ -297,9 +311,12 @@ def validate_batch(
         "run_info": run_info or {},
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    # The verdict is on record before anything that needs MLflow: a tracking server that is down cannot
+    # leave the batch without one.
+    write_json(manifest_uri, manifest)
     if track:
         manifest["validation"]["mlflow_run_id"] = record_in_mlflow(cfg, batch_id, manifest["validation"], run_info)
-    write_json(manifest_uri, manifest)
+        write_json(manifest_uri, manifest)
 
     result = {
         "batch_id": batch_id,

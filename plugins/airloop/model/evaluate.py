@@ -225,6 +225,8 @@ def evaluate_challenger(
                 "airloop.data_fingerprint": run.data.tags.get("airloop.data_fingerprint", ""),
                 f"airloop.gate.{metric}": f"{value:.6f}",
                 "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
+                # promote moves the alias only if this is still the champion (compare-and-set)
+                registry.COMPARED_WITH_TAG: champion_version or "none",
             },
         )
         registry.set_challenger(cfg, version)

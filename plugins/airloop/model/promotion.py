@@ -21,11 +21,13 @@ def promote_challenger(
     ``approval`` is a person's decision ({"approved_by", "decision", ...}) when ``promotion.approval`` is
     required, else None; ``reason`` is the trigger's reason (empty: "approved in Airflow" or "blessed by the
     gate"). The actor is the approver, else ``GATE_ACTOR``. Returns :func:`airloop.store.registry.promote`'s
-    record.
+    record. Raises registry.ChampionMoved (recorded, nothing moves) when the champion is no longer the one
+    the gate compared ``version`` against.
     """
     actor = approval["approved_by"] if approval else GATE_ACTOR
     reason = reason or ("approved in Airflow" if approval else "blessed by the gate")
-    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval)
+    # Only over the champion the gate compared with (registry.ChampionMoved otherwise).
+    return registry.promote(cfg, version, reason=reason, actor=actor, approval=approval, check_gate=True)
 
 
 def record_if_rejected(cfg: PipelineConfig, version: str, approval: dict[str, Any] | None) -> dict[str, Any] | None:

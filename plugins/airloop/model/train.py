@@ -17,7 +17,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -35,18 +34,13 @@ from airloop.data.datasets import feature_columns, fingerprint
 from airloop.errors import BadInput
 from airloop.model.candidates import build_pipeline, get_candidate, resolve_estimator, search_space
 from airloop.model.metrics import check_metric, compute_metrics, cv_value, greater_is_better, predict_with_proba, scorer
-from airloop.store import lake, tracking
+from airloop.store import lake, models, tracking
 from airloop.store.lake import BATCH_COLUMN
 from airloop.values import plain
 
 log = logging.getLogger(__name__)
 
 MIN_TRAIN_ROWS = 20
-
-# Types a saved pipeline may reference beyond skops' defaults: sklearn/numpy/scipy internals (tree
-# structures, dtypes) and the operator.methodcaller that casts categorical columns to text.
-_SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-_SKOPS_TRUSTED_EXACT = frozenset({"operator.methodcaller"})
 
 
 # ------------------------------------------------------------------------------------------------ split
@@ -172,17 +166,31 @@ def _pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def skops_trusted_types(model: Any) -> list[str]:
-    """Types skops must be told to trust to load ``model``; ValueError if any is outside the allow-list."""
+    """Types skops must be told to trust to load ``model``; BadInput naming the estimator if skops cannot
+    serialize it or it needs a type outside the loader's allow-list (Airloop never falls back to pickle)."""
     import skops.io as sio
 
+    what = _estimator_name(model)
     try:
         untrusted = sio.get_untrusted_types(data=sio.dumps(model))
     except Exception as err:  # skops raises assorted errors for objects it cannot represent
-        raise ValueError(f"skops cannot serialize the model: {err}") from err
-    unexpected = [t for t in untrusted if not (t.startswith(_SKOPS_TRUSTED_PREFIXES) or t in _SKOPS_TRUSTED_EXACT)]
+        raise BadInput(
+            f"estimator {what}: skops cannot serialize it ({type(err).__name__}: {err}); Airloop saves models "
+            f"with skops only (never pickle), so pick an estimator skops supports"
+        ) from err
+    unexpected = models.untrusted_beyond_allow_list(untrusted)
     if unexpected:
-        raise ValueError(f"model references types outside the skops allow-list: {unexpected}")
+        raise BadInput(
+            f"estimator {what}: its saved form references types outside the trusted list (sklearn., numpy., "
+            f"scipy., operator.methodcaller): {unexpected}; Airloop would refuse to load it"
+        )
     return list(untrusted)
+
+
+def _estimator_name(model: Any) -> str:
+    """``module.Class`` of the final estimator of ``model`` (a Pipeline or a bare estimator)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return f"{type(final).__module__}.{type(final).__qualname__}"
 
 
 def model_signature(X_sample: pd.DataFrame, predictions: Any) -> ModelSignature:
@@ -207,30 +215,22 @@ def model_signature(X_sample: pd.DataFrame, predictions: Any) -> ModelSignature:
 
 
 def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str]:
-    """Log ``model`` as "model" in the active run, skops-serialized (cloudpickle if skops cannot).
+    """Log ``model`` as "model" in the active run, skops-serialized with its trusted types.
 
-    Returns (mlflow ModelInfo, serialization format).
+    Returns (mlflow ModelInfo, "skops"). BadInput naming the estimator when skops cannot save it: there is
+    no pickle fallback, because the loader refuses pickle (docs/security.md).
     """
     signature = model_signature(X_sample, model.predict(X_sample))
-    kwargs = {"name": "model", "signature": signature, "input_example": X_sample.head(5)}
-    try:
-        info = mlflow.sklearn.log_model(
-            model,
-            serialization_format="skops",
-            skops_trusted_types=skops_trusted_types(model),
-            pip_requirements=_pip_requirements(),
-            **kwargs,
-        )
-        return info, "skops"
-    except (MlflowException, ValueError) as err:  # skops cannot represent or trust it: fall back, loudly
-        log.warning("skops serialization failed (%s); logging the model with cloudpickle instead", err)
     info = mlflow.sklearn.log_model(
         model,
-        serialization_format="cloudpickle",
-        pip_requirements=_pip_requirements(("cloudpickle",)),
-        **kwargs,
+        name="model",
+        signature=signature,
+        input_example=X_sample.head(5),
+        serialization_format="skops",
+        skops_trusted_types=skops_trusted_types(model),
+        pip_requirements=_pip_requirements(),
     )
-    return info, "cloudpickle"
+    return info, "skops"
 
 
 def _fit(

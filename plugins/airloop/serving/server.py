@@ -33,6 +33,7 @@ from airloop.serving.payload import PayloadError, parse_payload
 from airloop.serving.servinglog import IdMaker, entity_ids, write_serving_log
 from airloop.serving.spec import to_frame
 from airloop.store.lake import Lake
+from airloop.store.models import ModelRefused
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ModelServer:
         self.log_requests = log_requests
         self.current: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
+        self.refused: set[str] = set()  # versions the loader refused (not blessed, not skops): never retried
         self.metrics = Metrics()
         self.log_buffer: deque[dict] = deque()  # column chunks, one per scored batch
         self.buffered_rows = 0
@@ -102,8 +104,20 @@ class ModelServer:
         tracking.configure_mlflow()
         swapped = False
         mv = registry.get_version(self.cfg, registry.CHAMPION)
-        if mv is not None and (self.current is None or self.current.version != str(mv.version)):
-            loaded = load_version(self.cfg, str(mv.version))
+        if (
+            mv is not None
+            and (self.current is None or self.current.version != str(mv.version))
+            and str(mv.version) not in self.refused
+        ):
+            try:
+                loaded = load_version(self.cfg, str(mv.version))
+            except ModelRefused:
+                # Logged and recorded by the loader; remember it, so the next polls neither retry nor re-log.
+                self.refused.add(str(mv.version))
+                log.error("champion v%s refused; still serving v%s", mv.version, self.current and self.current.version)
+                if self.current is None:
+                    raise
+                return False
             previous, self.current = self.current, loaded  # one reference assignment: atomic
             self.metrics.swaps += previous is not None
             swapped = True
@@ -114,9 +128,16 @@ class ModelServer:
             ch = registry.get_version(self.cfg, registry.CHALLENGER)
             if ch is None:
                 self.shadow = None
-            elif self.shadow is None or self.shadow.version != str(ch.version):
-                self.shadow = load_version(self.cfg, str(ch.version))
-                log.info("shadow: challenger v%s", self.shadow.version)
+            elif str(ch.version) not in self.refused and (
+                self.shadow is None or self.shadow.version != str(ch.version)
+            ):
+                try:
+                    self.shadow = load_version(self.cfg, str(ch.version))
+                except ModelRefused:
+                    self.refused.add(str(ch.version))
+                    self.shadow = None
+                else:
+                    log.info("shadow: challenger v%s", self.shadow.version)
         return swapped
 
     def _poll(self) -> None:

@@ -103,6 +103,11 @@ def _ensure_parent(fs: pafs.FileSystem, path: str) -> None:
 
 def write_bytes(uri: str, data: bytes) -> str:
     """Write bytes atomically (temporary object, then move); returns the URI."""
+    if _is_s3(uri):  # one PUT is atomic on S3
+        from airloop.store import s3
+
+        s3.write_stream(uri, [data])
+        return uri
     fs, path = filesystem(uri)
     _ensure_parent(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -110,6 +115,21 @@ def write_bytes(uri: str, data: bytes) -> str:
         out.write(data)
     fs.move(tmp, path)
     return uri
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def move(src_uri: str, dst_uri: str) -> None:
+    """Move one object within the lake (on S3 a managed multipart copy, so large objects move too)."""
+    if _is_s3(src_uri) and _is_s3(dst_uri):
+        from airloop.store import s3
+
+        s3.move(src_uri, dst_uri)
+        return
+    fs, src = filesystem(src_uri)
+    fs.move(src, filesystem(dst_uri)[1])
 
 
 def read_bytes(uri: str) -> bytes:
@@ -170,6 +190,37 @@ def list_uris(prefix_uri: str, recursive: bool = True) -> list[str]:
 class BatchMissing(NothingToDo):
     """A stage was asked for a batch that has no data where it reads (a date without data, or a quarantined
     batch): there is nothing to do for that date."""
+
+
+_TEMPORARY = re.compile(r"(\.tmp-[0-9a-f]{32}|\.incoming)$")
+
+
+def temporaries(prefix_uri: str) -> list[str]:
+    """URIs of the temporary objects under a prefix (``*.tmp-<uuid>`` of an atomic write, ``*.incoming`` of
+    a raw copy): only a killed writer leaves them behind."""
+    fs, path = filesystem(prefix_uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    scheme = urlparse(prefix_uri).scheme or "file"
+    return sorted(
+        f"{scheme}://{info.path}"
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and _TEMPORARY.search(info.path)
+    )
+
+
+def clean_temporaries(prefix_uri: str) -> list[str]:
+    """Delete what :func:`temporaries` lists (call before rewriting a partition that one writer owns, such as
+    a batch's ``raw/`` on the batch's ingest); returns the URIs deleted."""
+    gone = temporaries(prefix_uri)
+    for uri in gone:
+        with contextlib.suppress(FileNotFoundError):
+            fs, path = filesystem(uri)
+            fs.delete_file(path)
+    if _is_s3(prefix_uri):  # a killed multipart upload leaves invisible parts: abort them
+        from airloop.store import s3
+
+        gone += [f"s3://{s3.split(prefix_uri)[0]}/{key} (pending upload)" for key in s3.clean_uploads(prefix_uri)]
+    return gone
 
 
 class Lake:
@@ -251,6 +302,11 @@ def write_stream(uri: str, chunks: Iterable[bytes]) -> tuple[str, str, int]:
     """
     import hashlib
 
+    if _is_s3(uri):  # a streamed multipart upload, published whole on completion, aborted on failure
+        from airloop.store import s3
+
+        sha, size = s3.write_stream(uri, chunks)
+        return uri, sha, size
     fs, path = filesystem(uri)
     _ensure_parent(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -275,6 +331,8 @@ def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.
     Returns (rows, schema); with no tables nothing is written and (0, None) is returned. Memory stays at one
     chunk. A failure part-way removes the temporary object.
     """
+    if _is_s3(uri):
+        return _write_parquet_tables_s3(uri, tables)
     fs, path = filesystem(uri)
     _ensure_parent(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -298,6 +356,30 @@ def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.
     except BaseException:
         with contextlib.suppress(Exception):
             fs.delete_file(tmp)
+        raise
+    return rows, schema
+
+
+def _write_parquet_tables_s3(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.Schema | None]:
+    """write_parquet_tables onto one multipart upload: completed after the footer, aborted on failure."""
+    from airloop.store import s3
+
+    out = s3.MultipartWriter(uri)
+    writer, rows, schema = None, 0, None
+    try:
+        for table in tables:
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(out, schema)
+            writer.write_table(table)
+            rows += table.num_rows
+        if writer is None:
+            out.abort()
+            return 0, None
+        writer.close()
+        out.commit()
+    except BaseException:
+        out.abort()
         raise
     return rows, schema
 

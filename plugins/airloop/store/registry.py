@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 LOCK_TIMEOUT_S = 120.0
+COMPARED_WITH_TAG = "airloop.gate.compared_with"  # set by the gate: the champion version it judged against
 
 
 def _client() -> MlflowClient:
@@ -83,7 +84,9 @@ def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str) -> 
 
 
 def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, Any] | None = None) -> str:
-    """Register ``model_uri`` (from run ``run_id``) as a new version; returns the version number.
+    """Register ``model_uri`` (from run ``run_id``) as a new version and bless it (sign it with the
+    model-signing key, :func:`airloop.store.models.bless`); returns the version number. The gate is the one
+    caller: a version registered any other way is never loaded.
 
     Creates the registered model (with a description) on first use. A retry for the same run and model
     returns the version already registered instead of adding another one.
@@ -105,11 +108,14 @@ def register(cfg: PipelineConfig, model_uri: str, run_id: str, tags: dict[str, A
                 raise
     for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
         if mv.source == model_uri:
+            if models.BLESSING_TAG not in (mv.tags or {}):  # a retry after a crash between the two steps
+                models.bless(name, str(mv.version), mv.run_id or run_id, model_uri)
             return str(mv.version)
     # mlflow.register_model (not client.create_model_version) also links the LoggedModel to the version.
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     if mv.run_id != run_id:
         log.warning("%s v%s: registered from run %s, expected run %s", name, mv.version, mv.run_id, run_id)
+    models.bless(name, str(mv.version), mv.run_id or run_id, model_uri)
     return str(mv.version)
 
 
@@ -218,11 +224,30 @@ def _log_uri(cfg: PipelineConfig) -> str:
 
 
 def promotion_log(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    """Every promotion and rollback of the pipeline's model, oldest first (the lake's ``promotions/`` zone)."""
+    """Every promotion, rollback, rejection and refusal of the pipeline's model, oldest first (the lake's
+    ``promotions/`` zone), one entry per operation.
+
+    A promotion writes an intent record before it moves the alias and a completion record after, both with
+    the same ``op``; an entry shows the operation's last record, whose ``status`` is "completed", "failed",
+    "refused", "abandoned" (the intent of a promotion killed before the alias moved) or "intent" (in flight,
+    or killed: the next promotion repairs it). Records from before intents existed count as completed.
+    """
     from airloop.store import lake
 
     records = [lake.read_json(uri) for uri in lake.list_uris(_log_uri(cfg)) if uri.endswith(".json")]
-    return sorted(records, key=lambda r: (r.get("at", ""), r.get("seq", 0)))
+    records.sort(key=lambda r: (r.get("at", ""), r.get("seq", 0), r.get("status") != "intent"))
+    merged: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        record.setdefault("status", "completed")
+        key = record.get("op") or f"legacy-{i}"
+        first = merged.get(key)
+        merged[key] = {**record, "at": first["at"]} if first else record  # keep the operation's start time
+    return sorted(merged.values(), key=lambda r: (r.get("at", ""), r.get("seq", 0)))
+
+
+def completed_promotions(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """The :func:`promotion_log` entries that moved the champion (status "completed"), oldest first."""
+    return [r for r in promotion_log(cfg) if r["status"] == "completed" and r["event"] in ("promotion", "rollback")]
 
 
 def _write_log(cfg: PipelineConfig, record: dict[str, Any]) -> str:
@@ -230,8 +255,66 @@ def _write_log(cfg: PipelineConfig, record: dict[str, Any]) -> str:
     from airloop.store import lake
 
     stamp = record["at"].replace(":", "").replace("-", "").replace("+0000", "Z")
-    uri = lake.join(_log_uri(cfg), f"{stamp}-v{record['version']}-{uuid.uuid4().hex[:8]}.json")
+    status = record.get("status", "completed")
+    uri = lake.join(_log_uri(cfg), f"{stamp}-v{record['version']}-{status}-{uuid.uuid4().hex[:8]}.json")
     return lake.write_json(uri, record)
+
+
+class ChampionMoved(NothingToDo):
+    """The champion is no longer the version the gate compared the challenger against: promoting would skip
+    a comparison. Recorded in the promotion log (status "refused"); re-run the evaluation to compare again."""
+
+
+def _version_tags(client: MlflowClient, name: str, version: str, previous: str | None, record: dict) -> None:
+    at = record["at"]
+    if previous is not None:
+        client.set_model_version_tag(name, previous, "airloop.replaced_by", version)
+        client.set_model_version_tag(name, previous, "airloop.retired_at", at)
+    tags = {
+        "airloop.promoted_at": at,
+        "airloop.promoted_by": record["actor"],
+        "airloop.promotion_reason": record["reason"],
+        "airloop.promotion_kind": record["event"],
+        "airloop.previous_champion": previous or "none",
+        "airloop.promotion_op": record["op"],
+    }
+    if record.get("approval"):
+        tags["airloop.approved_by"] = str(record["approval"].get("approved_by", ""))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def repair_promotions(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """Finish what a killed promotion left (call under :func:`promotion_lock`): an intent whose version holds
+    the alias is completed (its tags set, ``repaired`` true); any other pending intent is marked "abandoned".
+    Returns the records written."""
+    client = _client()
+    name = cfg.registered_model_name
+    pending = [r for r in promotion_log(cfg) if r["status"] == "intent"]
+    if not pending:
+        return []
+    holder = get_version(cfg, CHAMPION)
+    champion = str(holder.version) if holder is not None else None
+    written = []
+    for intent in pending:
+        done = {**intent, "at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")}
+        done["seq"], done["repaired"] = time.monotonic_ns(), True
+        if intent is pending[-1] and champion == intent["version"]:
+            _version_tags(client, name, intent["version"], intent.get("previous"), intent)
+            done["status"] = "completed"
+        else:
+            done["status"] = "abandoned"
+        done["log_uri"] = _write_log(cfg, done)
+        log.warning("%s v%s: repaired an interrupted %s: %s", name, intent["version"], intent["event"], done["status"])
+        written.append(done)
+    return written
+
+
+def _restore_alias(client: MlflowClient, name: str, previous: str | None) -> None:
+    if previous is None:
+        client.delete_registered_model_alias(name, CHAMPION)
+    else:
+        client.set_registered_model_alias(name, CHAMPION, previous)
 
 
 def promote(
@@ -242,72 +325,110 @@ def promote(
     actor: str,
     kind: str = "promotion",
     approval: dict[str, Any] | None = None,
+    check_gate: bool = False,
 ) -> dict[str, Any]:
-    """Make ``version`` the champion, under :func:`promotion_lock`: move alias ``champion``, drop the
-    ``challenger`` alias if it pointed here, record who, when and why (version tags and one promotion-log
-    record), then reconcile the mirrored stages and re-check the alias.
+    """Make ``version`` the champion, under :func:`promotion_lock`, in three steps: write an intent record,
+    move alias ``champion`` (dropping ``challenger`` if it pointed here, tagging who, when and why), write the
+    completion record. A failure after the alias moved puts the alias back and records the failure; a kill
+    leaves an intent that the next promotion repairs (:func:`repair_promotions`). So the alias never holds a
+    version without a record of the promotion that put it there.
 
-    Returns the record: {"event" (``kind``), "pipeline", "model", "version", "previous" (version or None),
-    "reason", "actor", "at" (ISO UTC), "approval", "run_id", "log_uri"}.
+    ``check_gate``: compare-and-set against the champion the gate compared ``version`` with (its
+    ``airloop.gate.compared_with`` tag, :data:`COMPARED_WITH_TAG`); if another version holds the alias now,
+    nothing moves and :class:`ChampionMoved` is raised with the refusal recorded. Off for rollbacks and a
+    person's explicit choice.
+
+    Returns the record: {"event" (``kind``), "status" ("completed"), "op", "pipeline", "model", "version",
+    "previous" (version or None), "reason", "actor", "at" (ISO UTC), "approval", "run_id", "log_uri"}.
     """
     client = _client()
     name = cfg.registered_model_name
     version = str(version)
     with promotion_lock(cfg):
+        repair_promotions(cfg)
         try:
             mv = client.get_model_version(name, version)
         except MlflowException as err:
             if _missing(err) or "not found" in str(err).lower():
                 raise BadInput(f"model {name!r}: no version {version!r} to promote") from None
             raise
+        models.verify_version(name, version)  # ModelRefused: never make an unblessed version the champion
         previous_mv = get_version(cfg, CHAMPION)
-        previous = str(previous_mv.version) if previous_mv is not None else None
-        if previous == version:
-            previous = None  # promoting the champion again (a retry): nothing to archive
-        now = dt.datetime.now(dt.UTC)
-        at = now.isoformat(timespec="microseconds")
-        client.set_registered_model_alias(name, CHAMPION, version)
-        challenger = get_version(cfg, CHALLENGER)
-        if challenger is not None and str(challenger.version) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
-        if previous is not None:
-            client.set_model_version_tag(name, previous, "airloop.replaced_by", version)
-            client.set_model_version_tag(name, previous, "airloop.retired_at", at)
-        tags = {
-            "airloop.promoted_at": at,
-            "airloop.promoted_by": actor,
-            "airloop.promotion_reason": reason,
-            "airloop.promotion_kind": kind,
-            "airloop.previous_champion": previous or "none",
-        }
-        if approval:
-            tags["airloop.approved_by"] = str(approval.get("approved_by", ""))
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        reconcile_stages(cfg)
-        holder = get_version(cfg, CHAMPION)
-        if holder is None or str(holder.version) != version:
-            # Only a hand-made alias move can get here (airloop's own moves hold the lock): say so loudly.
-            raise RuntimeError(
-                f"model {name!r}: alias 'champion' moved to {holder.version if holder else 'nothing'} while "
-                f"v{version} was being promoted (set by hand?); stages were reconciled to the alias"
-            )
+        current = str(previous_mv.version) if previous_mv is not None else None
+        previous = None if current == version else current  # promoting the champion again: nothing to archive
         record = {
             "event": kind,
+            "status": "intent",
+            "op": uuid.uuid4().hex,
             "pipeline": cfg.name,
             "model": name,
             "version": version,
             "previous": previous,
             "reason": reason,
             "actor": actor,
-            "at": at,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "seq": time.monotonic_ns(),
             "approval": approval,
             "run_id": mv.run_id,
         }
-        record["log_uri"] = _write_log(cfg, record)
+        compared = (mv.tags or {}).get(COMPARED_WITH_TAG) if check_gate else None
+        if compared is not None and current != version:
+            expected = None if compared in ("", "none") else str(compared)
+            if expected != current:
+                why = (
+                    f"the gate compared v{version} with champion {'v' + expected if expected else '(none)'}, but "
+                    f"the champion is now {'v' + current if current else '(none)'}: promoting would skip that "
+                    f"comparison; re-run the evaluation of v{version}"
+                )
+                refused = {**record, "status": "refused", "event": "promotion_refused", "reason": why}
+                refused["requested_reason"] = reason
+                refused["log_uri"] = _write_log(cfg, refused)
+                log.warning("%s v%s: promotion refused: %s", name, version, why)
+                raise ChampionMoved(f"model {name!r}: {why}")
+        intent_uri = _write_log(cfg, record)  # before anything moves: a lake that is down stops us here
+        try:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            challenger = get_version(cfg, CHALLENGER)
+            if challenger is not None and str(challenger.version) == version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+            _version_tags(client, name, version, previous, record)
+            reconcile_stages(cfg)
+            holder = get_version(cfg, CHAMPION)
+            if holder is None or str(holder.version) != version:
+                # Only a hand-made alias move can get here (airloop's own moves hold the lock): say so loudly.
+                raise RuntimeError(
+                    f"model {name!r}: alias 'champion' moved to {holder.version if holder else 'nothing'} while "
+                    f"v{version} was being promoted (set by hand?); stages were reconciled to the alias"
+                )
+            done = {**record, "status": "completed", "seq": time.monotonic_ns(), "intent_uri": intent_uri}
+            done["log_uri"] = _write_log(cfg, done)
+        except BaseException as err:
+            _undo(cfg, client, record, current, err)
+            raise
     log.info("%s v%s is champion (previous: %s), %s by %s: %s", name, version, previous, kind, actor, reason)
-    return record
+    return done
+
+
+def _undo(cfg: PipelineConfig, client: MlflowClient, record: dict, current: str | None, err: BaseException) -> None:
+    """Put the alias back where it was before ``record``'s promotion and record the failure (best effort: if
+    even that fails, the intent record stays and the next promotion repairs it)."""
+    name = cfg.registered_model_name
+    try:
+        holder = get_version(cfg, CHAMPION)
+        if holder is not None and str(holder.version) == record["version"] and current != record["version"]:
+            _restore_alias(client, name, current)
+        reconcile_stages(cfg)
+        failed = {**record, "status": "failed", "seq": time.monotonic_ns(), "error": f"{type(err).__name__}: {err}"}
+        failed["at"] = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        _write_log(cfg, failed)
+        log.error("%s v%s: promotion failed (%s); champion left at %s", name, record["version"], err, current)
+    except Exception as undo_err:
+        log.error(
+            "%s v%s: promotion failed and could not be undone now (%s); the next promotion repairs it",
+            name,
+            record["version"],
+            undo_err,
+        )
 
 
 def record_rejection(cfg: PipelineConfig, version: str, decision: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +469,7 @@ def rollback(cfg: PipelineConfig, to: str | None = None, *, reason: str, actor: 
     if to is None:
         # The champion before the current one's last *promotion* (not a rollback record: rolling back twice
         # goes further back, instead of restoring the version the first rollback removed).
-        mine = [r for r in promotion_log(cfg) if r["version"] == current and r["event"] == "promotion"]
+        mine = [r for r in completed_promotions(cfg) if r["version"] == current and r["event"] == "promotion"]
         if current is None:
             raise NothingToDo(f"model {name!r}: no champion to roll back from")
         if not mine:
@@ -421,4 +542,5 @@ def load_model(cfg: PipelineConfig, alias: str = CHAMPION, *, flavor: str = "skl
         raise NothingToDo(f"model {cfg.registered_model_name!r}: no version has the alias {alias!r} yet")
     if flavor == "sklearn":
         return models.load_version(cfg, mv.version), str(mv.version)
+    models.load_version(cfg, mv.version)  # blessed and skops with trusted types, else ModelRefused
     return mlflow.pyfunc.load_model(models.version_uri(cfg, mv.version)), str(mv.version)

@@ -18,18 +18,68 @@ from mlflow.tracking import MlflowClient
 
 from airloop import settings
 from airloop.config import PipelineConfig
+from airloop.errors import AirloopError
 
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
+
+
+# MLflow's own HTTP defaults retry for minutes (7 retries, backoff factor 2, 120 s timeout): a dead server
+# then looks like a hung task. Airloop bounds them unless the environment sets them.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+PROBE_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 10.0
+_reachable: set[str] = set()
+
+
+class TrackingUnavailable(AirloopError, ConnectionError):
+    """The MLflow tracking server cannot be reached; the message names its URI and what failed."""
+
+
+def _probe(uri: str) -> None:
+    """TrackingUnavailable within ~35 s unless ``{uri}/health`` answers; once per process per URI."""
+    import time
+
+    import requests
+
+    if uri in _reachable:
+        return
+    error: Exception | str = ""
+    for attempt in range(PROBE_ATTEMPTS):
+        try:
+            answer = requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S)
+            if answer.status_code < 500:
+                _reachable.add(uri)
+                return
+            error = f"HTTP {answer.status_code}"
+        except requests.RequestException as err:
+            error = err
+        if attempt + 1 < PROBE_ATTEMPTS:
+            time.sleep(2**attempt)
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI): not reachable after {PROBE_ATTEMPTS} attempts "
+        f"({type(error).__name__ if isinstance(error, Exception) else 'error'}: {error}); expected a running "
+        f"`mlflow server` answering {uri.rstrip('/')}/health. Nothing that needs MLflow was done."
+    )
 
 
 def configure_mlflow() -> str:
     """Point MLflow's tracking and registry at ``settings.mlflow_tracking_uri()``; returns that URI.
 
-    Safe to call again. For the embedded SQLite store the parent folder is created.
+    Safe to call again. For the embedded SQLite store the parent folder is created. For a tracking server
+    (http/https) MLflow's HTTP retries are bounded (:data:`HTTP_DEFAULTS`, unless set in the environment)
+    and the server is probed once per process: :class:`TrackingUnavailable`, naming the URI, within ~35 s.
     """
     uri = settings.mlflow_tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        _probe(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -234,7 +234,9 @@ def test_object_key_escaping_the_lake_is_refused():
     from airloop.data.ingest import raw_name
     from airloop.store.lake import LakeError
 
-    assert raw_name("date=2026-01-05/part 1.csv") == ["date=2026-01-05", "part_1.csv"]
+    assert raw_name("date=2026-01-05/part_1.csv") == ["date=2026-01-05", "part_1.csv"]
+    folder, name = raw_name("date=2026-01-05/part 1.csv")
+    assert folder == "date=2026-01-05" and re.fullmatch(r"part_1--[0-9a-f]{8}\.csv", name)
     for key in ("../../etc/passwd_2026-01-05.csv", "a/./b.csv", "x/../y.csv"):
         with pytest.raises(LakeError, match="would escape the lake; nothing was copied"):
             raw_name(key)

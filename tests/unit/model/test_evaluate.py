@@ -375,7 +375,7 @@ def test_promotion_records_the_approver_else_the_gate_and_a_default_reason(
     calls = []
     monkeypatch.setattr("airloop.store.registry.promote", lambda cfg, version, **kw: calls.append((version, kw)))
     promotion.promote_challenger(make_cfg(), "3", reason=reason, approval=approval)
-    assert calls == [("3", {"reason": recorded, "actor": actor, "approval": approval})]
+    assert calls == [("3", {"reason": recorded, "actor": actor, "approval": approval, "check_gate": True})]
 
 
 def test_only_a_rejection_is_recorded(monkeypatch):

@@ -341,23 +341,24 @@ def test_lineage_tags_and_run_url(store, monkeypatch):
     assert MlflowClient().get_experiment(exp).artifact_location.endswith("/artifacts/urls")
 
 
-def test_cloudpickle_fallback_is_loud_and_loadable(store, monkeypatch, caplog):
+def test_no_pickle_fallback_training_fails_naming_the_estimator(store, monkeypatch):
+    """When skops cannot save the model with trusted types, training fails; it never falls back to pickle."""
     import mlflow
 
+    from airloop.errors import BadInput
     from airloop.model.candidates import build_pipeline
     from airloop.model.train import log_sklearn_model
     from airloop.store import tracking
 
-    monkeypatch.setattr("airloop.model.train._SKOPS_TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"
+    monkeypatch.setattr("airloop.store.models.TRUSTED_PREFIXES", ())  # now numpy.dtype is "untrusted"
     frame = make_frame(n=60)
     model = build_pipeline(CandidateConfig(**LR), ["x1", "x2", "n_int"], ["color"], seed=0).fit(
         frame.drop(columns="y"), frame["y"]
     )
-    with mlflow.start_run(experiment_id=tracking.ensure_experiment(make_cfg())):
-        info, serialization = log_sklearn_model(model, frame.drop(columns="y"))
-    assert serialization == "cloudpickle"
-    assert "skops serialization failed" in caplog.text and "numpy.dtype" in caplog.text
-    assert len(mlflow.pyfunc.load_model(info.model_uri).predict(frame.drop(columns="y").head(3))) == 3
+    with mlflow.start_run(experiment_id=tracking.ensure_experiment(make_cfg())) as run:
+        with pytest.raises(BadInput, match=r"LogisticRegression.*numpy\.dtype"):
+            log_sklearn_model(model, frame.drop(columns="y"))
+    assert not mlflow.artifacts.list_artifacts(run_id=run.info.run_id)
 
 
 def test_same_data_version_and_seed_give_the_same_split_and_metrics(store):

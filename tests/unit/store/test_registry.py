@@ -82,6 +82,8 @@ def test_register_creates_the_model_once_and_is_idempotent_per_run(models):
     rm = client.get_registered_model(cfg.registered_model_name)
     assert "idem" in rm.description and "classification" in rm.description
     mv = client.get_model_version(cfg.registered_model_name, "1")
+    blessing = {k: mv.tags.pop(k) for k in ("airloop.blessing", "airloop.artifact_sha256")}  # the gate signs
+    assert blessing["airloop.blessing"].startswith("hmac-sha256-v1:")
     assert mv.run_id == run_id and mv.tags == {"airloop.candidate": "lr", "n": "3"}
     assert mv.source == uri
     linked = json.loads(client.get_logged_model(uri.removeprefix("models:/")).tags["mlflow.modelVersions"])
