@@ -272,3 +272,41 @@ def test_compiled_path_matches_the_pipeline_and_refuses_what_it_cannot_reproduce
         assert np.allclose(compiled.predict_proba(rows), model.predict_proba(frame), atol=1e-12)
     plain = HistGradientBoostingClassifier().fit(X[["x", "k"]], y)  # not an Airloop pipeline: not compiled
     assert compile_pipeline(plain, columns[:2], "classification") is None
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_compiled_and_sklearn_paths_agree_on_random_rows_for_every_default_candidate(task):
+    """Every default candidate: the compiled path (numpy preprocessing + native forest / boosting scorer)
+    gives the sklearn pipeline's output on random rows (missing numbers, unseen and missing categories)."""
+    from airloop.model.candidates import build_pipeline, default_candidates
+    from airloop.serving.compiled import compile_pipeline
+    from airloop.serving.spec import Column, to_frame
+
+    rng = np.random.default_rng(7)
+    n = 400
+    X = pd.DataFrame({"x": rng.normal(size=n), "k": rng.integers(0, 50, size=n).astype(float)})
+    X["c"] = rng.choice(["a", "b", "c", "d"], size=n)
+    X.loc[::7, "x"] = np.nan
+    X.loc[::11, "c"] = None
+    signal = X["x"].fillna(0) + (X["c"] == "a") + X["k"] / 50
+    y = (signal > 0.6).astype(int) if task == "classification" else signal + rng.normal(size=n) * 0.1
+    columns = [Column("x", "number", False), Column("k", "number"), Column("c", "string", False)]
+    m = 300
+    rows = {
+        "x": [None if i % 9 == 0 else float(v) for i, v in enumerate(rng.normal(size=m) * 3)],
+        "k": [float(v) for v in rng.integers(-20, 80, size=m)],
+        "c": [["a", "b", "c", "d", None, "zz"][i] for i in rng.integers(0, 6, size=m)],
+    }
+    expected_path = {"random_forest": "compiled+forest", "hist_gradient_boosting": "compiled+hgb"}
+    for candidate in default_candidates(task):
+        model = build_pipeline(candidate, ["x", "k"], ["c"], 0, task=task).fit(X, y)
+        compiled = compile_pipeline(model, columns, task)
+        assert compiled is not None, candidate.name
+        assert compiled.path == expected_path.get(candidate.name, "compiled+estimator"), candidate.name
+        frame = to_frame(rows, columns)
+        assert np.allclose(compiled.predict(rows), model.predict(frame), rtol=0, atol=1e-6), candidate.name
+        if task == "classification":
+            got, want = compiled.predict_proba(rows), model.predict_proba(frame)
+            assert np.allclose(got, want, rtol=0, atol=1e-6), candidate.name
+            one = {c: v[:1] for c, v in rows.items()}  # the 1-row request the server sees most
+            assert np.allclose(compiled.predict_proba(one), want[:1], rtol=0, atol=1e-6), candidate.name

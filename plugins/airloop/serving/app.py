@@ -61,6 +61,7 @@ def create_app(cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: b
             "model_version": cur.version if cur else None,
             "model_run_id": cur.run_id if cur else None,
             "scoring_path": None if cur is None else ("compiled" if cur.compiled is not None else "sklearn"),
+            "estimator_path": None if cur is None else cur.path,
             "shadow_version": server.shadow.version if server.shadow else None,
             "log_queue_rows": server.buffered_rows,
         }

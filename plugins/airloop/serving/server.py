@@ -108,7 +108,11 @@ class ModelServer:
             self.metrics.swaps += previous is not None
             swapped = True
             log.info(
-                "serving %s v%s (was %s)", self.cfg.registered_model_name, loaded.version, previous and previous.version
+                "serving %s v%s through the %s path (was %s)",
+                self.cfg.registered_model_name,
+                loaded.version,
+                loaded.path,
+                previous and previous.version,
             )
         if self.cfg.serving.shadow:
             ch = registry.get_version(self.cfg, registry.CHALLENGER)
@@ -131,11 +135,11 @@ class ModelServer:
     def predict_rows(self, spec: LoadedModel, cols: dict[str, list]) -> Scores:
         """The :class:`Scores` of parsed columns: through the compiled path when the model has one, else
         through the sklearn pipeline."""
-        model = spec.compiled
+        model: Any = spec.compiled
         data: Any = cols
         if model is None:
-            model, data = spec.model, to_frame(cols, spec.columns)
-        if spec.classes is not None and hasattr(model, "predict_proba"):
+            model, data = spec.sklearn, to_frame(cols, spec.columns)
+        if spec.classes is not None and hasattr(spec.model, "predict_proba"):
             proba = np.asarray(model.predict_proba(data))
             best = proba.argmax(axis=1)
             score = proba[:, 1] if proba.shape[1] == 2 else None
