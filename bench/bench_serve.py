@@ -129,8 +129,21 @@ def wrk_load(port: int, body_file: Path, conns: int, seconds: float) -> dict:
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.body = io.open("{body_file}", "rb"):read("*a")\n'
     )
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(script)]
-    text = subprocess.run([*cmd, f"http://127.0.0.1:{port}/invocations"], capture_output=True, text=True).stdout
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+    ]
+    done = subprocess.run([*cmd, f"http://127.0.0.1:{port}/invocations"], capture_output=True, text=True)
+    text = done.stdout
+    if done.returncode or "Requests/sec" not in text:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-500:]} {text[-500:]}")
 
     def ms(label: str) -> float:
         m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
