@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,6 +234,38 @@ def load(port: int, body_file: Path, conns: int, seconds: float, warmup: float) 
     return {**python_load(port, body_file.read_bytes(), conns, seconds), "client": "python"}
 
 
+def profile(pid: int, seconds: float, out: Path) -> list[tuple[str, float]]:
+    """py-spy's samples of process ``pid`` over ``seconds`` (run during a load), as the functions that take
+    the largest share of the samples including their callees: [(function, share)]; the raw stacks go to
+    ``out``."""
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    cmd += ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if not out.exists():
+        return []
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        seen = set()
+        for frame in stack.split(";"):
+            name = re.sub(r" \(.*?/(site-packages|plugins)/", " (", frame)
+            name = re.sub(r":\d+\)$", ")", name)
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + n
+    interesting = [
+        (name, round(n / total, 3))
+        for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
+        if re.search(r"airloop|sklearn|json|numpy|threadpoolctl|uvicorn/protocols|select|_run_once", name)
+    ]
+    return interesting[:15]
+
+
 # --- servers -----------------------------------------------------------------------------------------------
 
 
@@ -400,6 +433,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None, help="load per measurement (default 5, quick 2)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=None, help="batch scoring rows (default 1M, quick 200k)")
+    parser.add_argument("--profile", action="store_true", help="py-spy (on PATH) the 1-worker server at 8 conns")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("mode", "pipeline", "version", "frame", "batch"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -452,8 +486,15 @@ def main() -> int:
                     for w, conns in configs:
                         port = servers[w][0]
                         b0, p0 = batch_stats(port)
+                        spy = None
+                        if args.profile and (w, conns) == (1, 8) and shutil.which("py-spy"):
+                            stacks = RESULTS / f"serve-profile-{task}-{family}.txt"
+                            RESULTS.mkdir(parents=True, exist_ok=True)
+                            spy = ThreadPoolExecutor(1).submit(profile, servers[w][1].pid, seconds, stacks)
                         r = load(port, body_file, conns, seconds, args.warmup)
                         b1, p1 = batch_stats(port)
+                        if spy is not None:
+                            r["profile"] = spy.result()
                         mean_batch = (p1 - p0) / (b1 - b0) if b1 > b0 else 1.0
                         r.update(
                             workers=w,
@@ -591,6 +632,14 @@ def report(families: list, batch: list, configs: list, seconds: float, rows: int
             f"{b['predict_frame']['wall_s']} | {b['predict_frame']['peak_extra_mib']} | {b['wall_ratio']} | "
             f"{whole} | {', '.join(f'{k} {verdict(v)}' for k, v in checks.items())} |"
         )
+    profiled = [(f, r["profile"]) for f in families for r in f["airloop"] if r.get("profile")]
+    if profiled:
+        md += ["", "Profile of the 1-worker server at 8 connections (py-spy, share of samples including callees):"]
+        for f, prof in profiled:
+            md += [
+                "",
+                f"- {f['task']}/{f['family']}: " + "; ".join(f"`{name}` {share:.0%}" for name, share in prof[:8]),
+            ]
     md += ["", f"All targets: **{verdict(met_all)}** (bench took {took_s:.0f} s)."]
     doc = {
         "benchmark": "serve",
