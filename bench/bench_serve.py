@@ -67,7 +67,7 @@ task: {task}
 id_column: customer_id
 event_time_column: event_time
 training: {{n_iter: 1, cv_folds: 2}}
-serving: {{poll_interval_s: 0.3}}
+serving: {{poll_interval_s: 2.0}}  # polls cost the server CPU (MLflow registry reads): not too often
 """
 
 
