@@ -167,3 +167,17 @@ def test_compose_pipelines_are_valid_and_read_from_s3(monkeypatch):
         assert all(u.startswith("s3://airloop-lake/") for u in uris), (
             f"{path.name}: expected s3:// sources, found {uris}"
         )
+
+
+def test_ports_are_published_on_loopback_unless_the_user_opts_in():
+    """Every published port binds 127.0.0.1 by default (AIRLOOP_PUBLISH_HOST in .env opts in to more)."""
+    loopback = re.compile(r"^(127\.0\.0\.1|\$\{AIRLOOP_PUBLISH_HOST:-127\.0\.0\.1\}):\d+:\d+$")
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports") or []:
+            assert loopback.match(str(port)), f"service {name}: port {port!r} is published on every interface"
+
+
+def test_the_model_api_requires_a_bearer_token():
+    serve = next(svc for svc in SERVICES.values() if " ".join(map(str, svc["command"])).startswith("airloop serve"))
+    assert environment(serve).get("AIRLOOP_SERVE_TOKEN") == "${AIRLOOP_SERVE_TOKEN}"
+    assert "/health" in " ".join(serve["healthcheck"]["test"])  # the health check needs no token

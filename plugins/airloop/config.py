@@ -122,6 +122,8 @@ class ServingConfig(_Strict):
     log_flush_s: float = Field(2.0, gt=0)  # request/response log: write a batch to the lake this often
     max_request_rows: int = Field(10_000, ge=1)  # larger payloads are refused with 413
     max_batch_rows: int = Field(512, ge=1)  # concurrent requests are scored together up to this many rows
+    max_body_bytes: int = Field(16 * 2**20, ge=1)  # larger request bodies get 413 while still being read
+    auth_connection: str | None = None  # Airflow Connection whose password is airloop serve's bearer token
 
 
 class MonitoringConfig(_Strict):

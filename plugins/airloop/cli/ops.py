@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -22,12 +23,21 @@ def cmd_serve(args) -> int:
 
     prepare_environment()
     cfg = get_pipeline(args.name)
+    from_connection = None
+    if cfg.serving.auth_connection and not os.environ.get(app.TOKEN_ENV):
+        from airloop.orchestration.secrets import connection_password
+
+        from_connection = connection_password(
+            cfg.serving.auth_connection, f"pipeline {cfg.name!r}: serving.auth_connection"
+        )
+    token = app.serve_token(cfg, from_connection)
+    auth = "bearer token required" if token else f"NO authentication (set {app.TOKEN_ENV} or serving.auth_connection)"
     print(
         f"Serving {cfg.registered_model_name}@champion on http://{args.host}:{args.port} "
-        f"({args.workers} worker(s)); POST /invocations, GET /health, GET /metrics",
+        f"({args.workers} worker(s), {auth}); POST /invocations, GET /health, GET /metrics",
         file=sys.stderr,
     )
-    app.run(cfg, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+    app.run(cfg, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, token=token)
     return 0
 
 

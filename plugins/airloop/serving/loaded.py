@@ -5,6 +5,7 @@ pipeline, its compiled scoring path). Models are loaded through :mod:`airloop.st
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 import numpy as np
 
 from airloop.config import PipelineConfig
-from airloop.serving.compiled import CompiledPipeline, compile_pipeline
+from airloop.serving.compiled import CompiledPipeline, EstimatorScorer, compile_pipeline
 from airloop.serving.spec import Column, input_columns
 from airloop.store import models
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,10 +31,19 @@ class LoadedModel:
     classes: np.ndarray | None = None
     compiled: CompiledPipeline | None = None
     loaded_at: float = field(default_factory=time.time)
+    sklearn: EstimatorScorer = field(init=False)  # the pipeline itself, one thread for small batches
+
+    def __post_init__(self) -> None:
+        self.sklearn = EstimatorScorer(self.model)
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def path(self) -> str:
+        """The scoring path: ``compiled+forest``, ``compiled+hgb``, ``compiled+estimator`` or ``sklearn``."""
+        return self.compiled.path if self.compiled is not None else "sklearn"
 
 
 def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
@@ -46,4 +58,12 @@ def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
     signature = mlflow.models.get_model_info(uri).signature
     classes = getattr(model, "classes_", None) if cfg.task == "classification" else None
     columns = input_columns(model, signature)
-    return LoadedModel(model, str(version), mv.run_id, columns, classes, compile_pipeline(model, columns, cfg.task))
+    loaded = LoadedModel(model, str(version), mv.run_id, columns, classes, compile_pipeline(model, columns, cfg.task))
+    log.info(
+        "%s v%s (%s) scores through the %s path",
+        cfg.registered_model_name,
+        version,
+        type(getattr(model, "named_steps", {}).get("model", model)).__name__,
+        loaded.path,
+    )
+    return loaded

@@ -17,6 +17,7 @@ class Metrics:
         self.low_confidence = 0
         self.batches = 0
         self.batch_rows = 0
+        self.isolated_batches = 0
         self.swaps = 0
         self.shadow_rows = 0
         self.shadow_disagreements = 0
@@ -62,6 +63,10 @@ class Metrics:
                 self.low_confidence,
             ),
             "batches_total": ("Model calls (each scores one or more concurrent requests).", self.batches),
+            "isolated_batches_total": (
+                "Batches that failed as a whole and were scored request by request (one bad request fails alone).",
+                self.isolated_batches,
+            ),
             "model_swaps_total": ("Times a new version was loaded after an alias change.", self.swaps),
             "shadow_predictions_total": ("Rows scored by the shadow challenger.", self.shadow_rows),
             "shadow_disagreements_total": (

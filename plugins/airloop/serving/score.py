@@ -26,16 +26,34 @@ class NoChampion(NothingToDo):
     """There is no champion to score with yet."""
 
 
-def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame) -> pd.DataFrame:
+SCORE_CHUNK_ROWS = 100_000  # rows per model call in batch scoring: bounds the preprocessed matrix in memory
+
+
+def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame, chunk_rows: int = SCORE_CHUNK_ROWS) -> pd.DataFrame:
     """Predictions for raw rows: ``prediction`` and, for classifiers, ``probability`` of the predicted class
-    (``score``: probability of the positive class for binary problems)."""
+    (``score``: probability of the positive class for binary problems).
+
+    One model call per chunk of ``chunk_rows`` rows, so the preprocessed matrix of a large batch never sits in
+    memory whole. A classifier's ``prediction`` is the class of highest probability, as online serving
+    answers, from the same ``predict_proba`` call (no second pass through the model)."""
+    with_proba = cfg.task == "classification" and hasattr(model, "predict_proba")
+    preds, probas = [], []
+    for start in range(0, max(len(frame), 1), chunk_rows):
+        part = frame.iloc[start : start + chunk_rows]
+        if with_proba:
+            probas.append(np.asarray(model.predict_proba(part)))
+        else:
+            preds.append(np.asarray(model.predict(part)))
     out = pd.DataFrame(index=frame.index)
-    out["prediction"] = model.predict(frame)
-    if cfg.task == "classification" and hasattr(model, "predict_proba"):
-        proba = model.predict_proba(frame)
-        out["probability"] = proba.max(axis=1)
+    if with_proba:
+        proba = np.concatenate(probas) if len(probas) > 1 else probas[0]
+        best = proba.argmax(axis=1)
+        out["prediction"] = np.asarray(model.classes_).take(best)
+        out["probability"] = proba[np.arange(len(best)), best]
         if proba.shape[1] == 2:
             out["score"] = proba[:, 1]
+    else:
+        out["prediction"] = np.concatenate(preds) if len(preds) > 1 else preds[0]
     return out
 
 

@@ -3,6 +3,8 @@
 
 - concurrent requests are *micro-batched*: one coroutine drains the queue and scores every pending request in
   one ``predict_proba`` call (in a worker thread when the sklearn pipeline, not the compiled path, scores);
+  every request was validated before it joined the batch, and if the batch still fails (or gives a
+  non-finite output) each request is scored alone, so one poisonous request fails only itself;
 - a background thread polls the registry alias, loads a new version and swaps one reference: a batch in
   flight finishes on the model it started with, and no request is dropped;
 - requests and responses go to the lake in batches from another thread (:mod:`airloop.serving.servinglog`);
@@ -19,6 +21,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,8 +32,8 @@ import numpy as np
 from airloop.config import PipelineConfig
 from airloop.serving.loaded import LoadedModel, load_version
 from airloop.serving.metrics import Metrics
-from airloop.serving.payload import PayloadError, parse_payload
-from airloop.serving.servinglog import IdMaker, entity_ids, write_serving_log
+from airloop.serving.payload import PayloadError, parse_request
+from airloop.serving.servinglog import IdMaker, write_serving_log
 from airloop.serving.spec import to_frame
 from airloop.store.lake import Lake
 from airloop.store.models import ModelRefused
@@ -70,6 +73,27 @@ class ScoredBatch:
     positive: np.ndarray | None
     low_confidence: list[bool]
     entity_ids: list
+
+
+_last_traceback = [-1e9]
+
+
+def log_failure(what: str, err: BaseException) -> None:
+    """Log a server-side failure: with its traceback at most once a minute, else as one line (a flood of
+    failing requests must not become a flood of tracebacks)."""
+    now = time.monotonic()
+    if now - _last_traceback[0] > 60:
+        _last_traceback[0] = now
+        log.error("%s", what, exc_info=err)
+    else:
+        log.error("%s: %s: %s", what, type(err).__name__, str(err)[:200])
+
+
+def _check_finite(values: np.ndarray) -> None:
+    """Refuse a model output that is not finite (an extreme input can overflow a linear model): raised for the
+    whole batch, the batch is then scored request by request and only the request behind it fails."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise PayloadError("body: the model's output for these values is not finite; are some numbers extreme?", 422)
 
 
 class ModelServer:
@@ -122,7 +146,11 @@ class ModelServer:
             self.metrics.swaps += previous is not None
             swapped = True
             log.info(
-                "serving %s v%s (was %s)", self.cfg.registered_model_name, loaded.version, previous and previous.version
+                "serving %s v%s through the %s path (was %s)",
+                self.cfg.registered_model_name,
+                loaded.version,
+                loaded.path,
+                previous and previous.version,
             )
         if self.cfg.serving.shadow:
             ch = registry.get_version(self.cfg, registry.CHALLENGER)
@@ -152,11 +180,11 @@ class ModelServer:
     def predict_rows(self, spec: LoadedModel, cols: dict[str, list]) -> Scores:
         """The :class:`Scores` of parsed columns: through the compiled path when the model has one, else
         through the sklearn pipeline."""
-        model = spec.compiled
+        model: Any = spec.compiled
         data: Any = cols
         if model is None:
-            model, data = spec.model, to_frame(cols, spec.columns)
-        if spec.classes is not None and hasattr(model, "predict_proba"):
+            model, data = spec.sklearn, to_frame(cols, spec.columns)
+        if spec.classes is not None and hasattr(spec.model, "predict_proba"):
             proba = np.asarray(model.predict_proba(data))
             best = proba.argmax(axis=1)
             score = proba[:, 1] if proba.shape[1] == 2 else None
@@ -171,6 +199,7 @@ class ModelServer:
             cols = {n: [v for it in items for v in it.cols[n]] for n in spec.names}
         scores = self.predict_rows(spec, cols)
         pred, prob = scores.predictions, scores.probability
+        _check_finite(prob if prob is not None else pred)
         n = len(pred)
         self.metrics.batches += 1
         self.metrics.batch_rows += n
@@ -233,7 +262,6 @@ class ModelServer:
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         limit = self.cfg.serving.max_batch_rows
         while True:
             first = await self._queue.get()
@@ -243,25 +271,54 @@ class ModelServer:
                 items.append(nxt)
                 rows += nxt.rows
             spec = self.current  # captured once: a swap during this batch cannot mix versions
-            try:
-                if spec.compiled is not None:  # well under a millisecond: no thread hop
-                    batch = self._score_batch(spec, items)
-                else:  # the sklearn pipeline takes milliseconds: keep the loop accepting meanwhile
-                    batch = await loop.run_in_executor(self._executor, self._score_batch, spec, items)
-            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-                for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(err)
-                continue
-            for it, res in zip(items, batch.responses, strict=True):
+            batches = await self._score_isolated(spec, items)
+            for it, res in zip(items, [r for b in batches for r in b.responses], strict=True):
                 if not it.future.done():
                     it.future.set_result(res)
             if self.log_requests or self.shadow is not None:
                 await asyncio.sleep(0)  # let the handlers send their responses first
-                try:
-                    self._after(batch)
-                except Exception:  # logging must never take the server down
-                    log.exception("could not record a batch of %d predictions", len(batch.ids))
+                for batch in batches:
+                    try:
+                        self._after(batch)
+                    except Exception:  # logging must never take the server down
+                        log.exception("could not record a batch of %d predictions", len(batch.ids))
+
+    async def _score(self, spec: LoadedModel, items: list[_Pending]) -> ScoredBatch:
+        if spec.compiled is not None:  # well under a millisecond: no thread hop
+            return self._score_batch(spec, items)
+        # the sklearn pipeline takes milliseconds: keep the loop accepting meanwhile
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._score_batch, spec, items)
+
+    async def _score_isolated(self, spec: LoadedModel, items: list[_Pending]) -> list[ScoredBatch]:
+        """The scored batch of ``items``; if one call over all of them fails, each request is scored alone
+        and a request that still fails gets its own error (its future is set here; it is left out)."""
+        try:
+            return [await self._score(spec, items)]
+        except Exception as err:  # noqa: BLE001 - isolated below
+            if len(items) == 1:
+                self._fail(items[0], err, spec)
+                return []
+        self.metrics.isolated_batches += 1
+        out = []
+        for it in items:
+            try:
+                out.append(await self._score(spec, [it]))
+            except Exception as err:  # noqa: BLE001 - only this request fails
+                self._fail(it, err, spec)
+        return out
+
+    def _fail(self, item: _Pending, err: Exception, spec: LoadedModel) -> None:
+        """Answer one request with its own error: 422 for values the model cannot take, 500 otherwise (with
+        one traceback a minute at most; every further failure is one log line)."""
+        if isinstance(err, PayloadError):
+            answer: Exception = err
+        elif isinstance(err, ValueError | ArithmeticError):
+            answer = PayloadError(f"body: the values of this request cannot be scored by v{spec.version}: {err}", 422)
+        else:
+            answer = err
+            log_failure(f"v{spec.version} failed on a request", err)
+        if not item.future.done():
+            item.future.set_exception(answer)
 
     async def invoke(self, body: bytes) -> dict:
         """Parse, queue and await one request's predictions; raises PayloadError for a bad payload."""
@@ -270,11 +327,9 @@ class ModelServer:
             raise PayloadError(
                 f"model {self.cfg.registered_model_name!r}: no version has the alias 'champion' yet", 503
             )
-        cols = parse_payload(body, spec, self.cfg.serving.max_request_rows)
+        id_column = self.cfg.id_column if self.log_requests else None
+        cols, entity = parse_request(body, spec, self.cfg.serving.max_request_rows, id_column)
         rows = len(next(iter(cols.values())))
-        entity = None
-        if self.cfg.id_column and self.log_requests:
-            entity = entity_ids(body, self.cfg.id_column, rows)
         future = asyncio.get_running_loop().create_future()
         assert self._queue is not None
         self._queue.put_nowait(_Pending(cols, rows, future, entity))

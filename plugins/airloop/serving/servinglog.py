@@ -7,7 +7,6 @@ make a served prediction traceable and joinable to its delayed label.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
@@ -17,21 +16,6 @@ from airloop.store import lake as lk
 from airloop.store.lake import Lake
 
 SERVING_ZONE = "serving"
-
-
-def entity_ids(body: bytes, id_column: str, rows: int) -> list | None:
-    """The id column's values if the client sent it (used to join delayed labels to served predictions)."""
-    if id_column.encode() not in body:
-        return None
-    doc = json.loads(body)
-    if "dataframe_split" in doc:
-        cols = doc["dataframe_split"].get("columns", [])
-        if id_column not in cols:
-            return None
-        j = cols.index(id_column)
-        return [row[j] for row in doc["dataframe_split"]["data"]]
-    rows_in = doc.get("dataframe_records") or doc.get("instances") or doc.get("inputs") or []
-    return [r.get(id_column) if isinstance(r, dict) else None for r in rows_in]
 
 
 class IdMaker:

@@ -100,3 +100,26 @@ def test_predictions_are_immutable_and_a_new_champion_writes_beside(scored):
     again = trace.find_prediction(lake, pid)
     assert again["model_version"] == answer["model_version"] == scored["v1"]["version"]
     assert again["rescored_by"][0]["model_version"] == v2["version"]
+
+
+def test_predict_frame_in_chunks_gives_the_models_predictions_in_one_pass_per_chunk():
+    import numpy as np
+
+    from airloop.config import CandidateConfig
+    from airloop.model.candidates import build_pipeline, default_candidates
+    from airloop.serving.score import predict_frame
+
+    rng = np.random.default_rng(3)
+    n = 250
+    X = pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(["a", "b", "c"], size=n)})
+    y = (X["x"] + (X["c"] == "a") > 0.4).astype(int)
+    cfg = churn_cfg("chunked", "/nonexistent")
+    for candidate in [c for c in default_candidates("classification") if c.name != "random_forest"] + [
+        CandidateConfig(name="rf", estimator="random_forest", params={"n_estimators": 10})
+    ]:
+        model = build_pipeline(candidate, ["x"], ["c"], 0, task="classification").fit(X, y)
+        out = predict_frame(cfg, model, X, chunk_rows=100)  # 3 chunks
+        assert out["prediction"].tolist() == model.predict(X).tolist(), candidate.name
+        proba = model.predict_proba(X)
+        assert np.allclose(out["score"], proba[:, 1]) and np.allclose(out["probability"], proba.max(axis=1))
+        assert out.index.equals(X.index)
