@@ -4,6 +4,8 @@ The challenger and the current champion are scored on the SAME frozen holdout (t
 so the comparison is like for like. Blessed only if every check passes:
 
 1. ``min_value``: the primary metric reaches ``evaluation.min_value`` (when set);
+   ``baseline``: the one-sided 95% lower bound of the improvement over the trivial baseline (class prior or
+   training mean, :mod:`airloop.model.baseline`) is above 0, with or without a champion;
 2. ``champion``: the one-sided 95% lower confidence bound (paired bootstrap) of the improvement over the
    champion is above ``-evaluation.tolerance`` (tolerance 0: credibly better, not better by the luck of one
    holdout);
@@ -36,6 +38,7 @@ from mlflow.tracking import MlflowClient
 from airloop.config import PipelineConfig
 from airloop.errors import BadInput, NothingToDo
 from airloop.model import infra
+from airloop.model.baseline import baseline_check, baseline_kind, baseline_scored
 from airloop.model.gate import champion_check, compare, slice_check, slice_metrics, window_check
 from airloop.model.metrics import check_metric, compute_metrics, greater_is_better, predict_with_proba
 from airloop.store import lake, models, registry, tracking
@@ -181,6 +184,16 @@ def evaluate_challenger(
             {"check": "min_value", "passed": ok, "detail": f"{metric} {value:.4f} {op} min_value {min_value:g}"}
         )
 
+    baseline = None
+    if value is not None and not math.isnan(value):
+        baseline = _baseline(cfg, metric, run.data.tags.get("airloop.train_uri"), y_true, chall)
+        if baseline is not None:
+            base_cmp = baseline.pop("_cmp")
+            if cfg.evaluation.baseline:
+                checks.append(baseline_check(cfg, metric, value, baseline["value"], base_cmp))
+            else:
+                checks.append({"check": "baseline", "passed": True, "detail": "evaluation.baseline is off"})
+
     champion_mv = registry.get_version(cfg, registry.CHAMPION)
     champion_version = str(champion_mv.version) if champion_mv is not None else None
     champion_value, cmp, champ, champion, window = None, None, None, None, None
@@ -243,6 +256,7 @@ def evaluate_challenger(
         "lower_bound": cmp["bounds"][0] if cmp and cmp["bounds"] else None,
         "improvement": cmp["improvement"] if cmp else None,
         "metrics": chall_metrics,
+        "baseline": baseline,
         "slices": slices,
         "production_window": _window_summary(window),
         "version": version,
@@ -257,6 +271,32 @@ def evaluate_challenger(
     _record(client, cfg, verdict, run_info)
     log.info("%s", verdict["summary"])
     return verdict
+
+
+def _baseline(
+    cfg: PipelineConfig, metric: str, train_uri: str | None, y_true: Any, chall: dict
+) -> dict[str, Any] | None:
+    """The trivial baseline (:mod:`airloop.model.baseline`) on the holdout: {"kind", "value", "improvement",
+    "ci", "lower_bound", "_cmp"}; fitted on the training labels (the holdout's when the run has no train URI).
+    None when the metric is undefined for the baseline."""
+    y_fit = y_true
+    if train_uri:
+        train = lake.read_parquet(train_uri)
+        if cfg.target in train.columns:
+            y_fit = train[cfg.target].dropna().to_numpy()
+    base = baseline_scored(cfg.task, y_fit, len(y_true), chall.get("classes"))
+    got = compute_metrics(cfg.task, y_true, base["y_pred"], base["y_proba"], classes=base["classes"], only=[metric])
+    if metric not in got or math.isnan(got[metric]):
+        return None
+    cmp = compare(cfg, metric, y_true, chall, base)
+    return {
+        "kind": baseline_kind(cfg.task),
+        "value": got[metric],
+        "improvement": cmp["improvement"],
+        "ci": cmp["ci"],
+        "lower_bound": cmp["bounds"][0] if cmp["bounds"] else None,
+        "_cmp": cmp,
+    }
 
 
 def _window_summary(window: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -311,6 +351,11 @@ def _record(
         metrics[f"gate_improvement_{metric}_ci_low"] = verdict["ci"][0]
         metrics[f"gate_improvement_{metric}_ci_high"] = verdict["ci"][1]
         metrics[f"gate_improvement_{metric}_lower_bound"] = verdict["lower_bound"]
+    base = verdict.get("baseline")
+    if base:
+        metrics[f"gate_baseline_{metric}"] = base["value"]
+        if base["lower_bound"] is not None:
+            metrics[f"gate_baseline_improvement_{metric}_lower_bound"] = base["lower_bound"]
     for s in verdict["slices"]:
         if s.get("challenger") is not None:
             key = f"slice_{metric}_{s['column']}_{s['value']}"
@@ -340,6 +385,8 @@ def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], 
         shown += f", champion v{v['champion_version']} {v['champion_metric']:.4f}"
         if v["ci"]:
             shown += f" (improvement 95% CI [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}])"
+    if v.get("baseline"):
+        shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
     lines.append(f"  {metric}: challenger {shown}")
     lines += [f"  {r}" for r in v["reasons"]]
     lines.append(f"  evidence: {v['run_url']} (gate/verdict.json, model_card.md, plots/)")
