@@ -91,6 +91,7 @@ class EvaluationConfig(_Strict):
     slice_tolerance: float = Field(0.05, ge=0)  # how much worse a segment may get
     bootstrap_resamples: int = Field(200, ge=20)
     baseline: bool = True  # the challenger must credibly beat the class prior / training mean (issue 14)
+    coverage: float = Field(0.9, gt=0, lt=1)  # declared coverage of conformal prediction sets / intervals
 
 
 class PromotionConfig(_Strict):

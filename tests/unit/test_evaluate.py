@@ -381,10 +381,15 @@ def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, 
     for heading in ("## Intended use", "## Data", "## Metrics", "## Slices", "## Gate verdict: BLESSED", "## Lineage"):
         assert heading in card, heading
     assert "| color | red |" in card and verdict["reasons"][0] in card and run_id in card
+    assert "Against the trivial baseline (class prior)" in card
+    conformal = verdict["conformal"]
+    assert conformal["coverage_declared"] == 0.9 and conformal["test_rows"] == 40
+    assert "## Uncertainty (conformal)" in card and f"measured {conformal['coverage_measured']:.1%}" in card
     mv = MlflowClient().get_model_version(cfg.registered_model_name, verdict["version"])
     assert mv.description.startswith(f"# Model card: airloop-evidence v{verdict['version']}")
     assert mv.tags["airloop.model_card"] == verdict["model_card_uri"] == f"runs:/{run_id}/model_card.md"
     assert mv.tags["airloop.gate.verdict_uri"] == verdict["verdict_uri"]
+    assert float(mv.tags["airloop.conformal.threshold"]) == pytest.approx(conformal["threshold"], abs=1e-6)
     saved = mlflow.artifacts.load_dict(verdict["verdict_uri"])
     assert saved["model_card_uri"] == verdict["model_card_uri"] and saved["slices"] == verdict["slices"]
 

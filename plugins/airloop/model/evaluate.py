@@ -225,6 +225,7 @@ def evaluate_challenger(
     passed, detail = infra.infra_check(model_uri, rows, list(chall["y_pred"][: len(rows)]))
     checks.append({"check": "infra", "passed": passed, "detail": detail})
 
+    uncertainty = _conformal(cfg, y_true, chall)
     blessed = all(c["passed"] for c in checks)
     version = None
     if blessed:
@@ -238,6 +239,7 @@ def evaluate_challenger(
                 "airloop.data_fingerprint": run.data.tags.get("airloop.data_fingerprint", ""),
                 f"airloop.gate.{metric}": f"{value:.6f}",
                 "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
+                **_conformal_tags(uncertainty),
             },
         )
         registry.set_challenger(cfg, version)
@@ -257,6 +259,7 @@ def evaluate_challenger(
         "improvement": cmp["improvement"] if cmp else None,
         "metrics": chall_metrics,
         "baseline": baseline,
+        "conformal": uncertainty,
         "slices": slices,
         "production_window": _window_summary(window),
         "version": version,
@@ -271,6 +274,27 @@ def evaluate_challenger(
     _record(client, cfg, verdict, run_info)
     log.info("%s", verdict["summary"])
     return verdict
+
+
+def _conformal(cfg: PipelineConfig, y_true: Any, chall: dict) -> dict[str, Any] | None:
+    """Split-conformal calibration and measured coverage on the holdout (:mod:`airloop.model.conformal`);
+    None for a classifier without probabilities."""
+    from airloop.model.conformal import calibrate_and_measure
+
+    if cfg.task == "classification" and chall.get("y_proba") is None:
+        return None
+    return calibrate_and_measure(cfg.task, y_true, chall, cfg.evaluation.coverage, cfg.training.seed)
+
+
+def _conformal_tags(c: dict[str, Any] | None) -> dict[str, str]:
+    """Version tags that let serving and review apply the conformal threshold without the verdict."""
+    if not c or "threshold" not in c or not math.isfinite(c["threshold"]):
+        return {}
+    return {
+        "airloop.conformal.threshold": f"{c['threshold']:.6f}",
+        "airloop.conformal.coverage": f"{c['coverage_declared']:g}",
+        "airloop.conformal.measured_coverage": f"{c['coverage_measured']:.4f}",
+    }
 
 
 def _baseline(
@@ -356,6 +380,11 @@ def _record(
         metrics[f"gate_baseline_{metric}"] = base["value"]
         if base["lower_bound"] is not None:
             metrics[f"gate_baseline_improvement_{metric}_lower_bound"] = base["lower_bound"]
+    c = verdict.get("conformal") or {}
+    if "coverage_measured" in c:
+        metrics["conformal_coverage_measured"] = c["coverage_measured"]
+        if math.isfinite(c["threshold"]):
+            metrics["conformal_threshold"] = c["threshold"]
     for s in verdict["slices"]:
         if s.get("challenger") is not None:
             key = f"slice_{metric}_{s['column']}_{s['value']}"
@@ -389,6 +418,10 @@ def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], 
         shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
     lines.append(f"  {metric}: challenger {shown}")
     lines += [f"  {r}" for r in v["reasons"]]
+    if v.get("conformal"):
+        from airloop.model.conformal import describe
+
+        lines.append(f"  uncertainty: {describe(v['conformal'])}")
     lines.append(f"  evidence: {v['run_url']} (gate/verdict.json, model_card.md, plots/)")
     return "\n".join(lines)
 

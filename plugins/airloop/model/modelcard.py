@@ -100,6 +100,24 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
             f"Latest labeled production window ({window['rows']} rows, {', '.join(window['batches'])}): "
             f"{metric} {fmt(window['challenger'])} vs champion {fmt(window['champion'])}.",
         ]
+    lines += ["", "## Uncertainty (conformal)", ""]
+    c = verdict.get("conformal")
+    if c and "coverage_measured" in c:
+        from airloop.model.conformal import describe
+
+        kind = (
+            "prediction set: every class with probability >= 1 - threshold"
+            if cfg.task == "classification"
+            else ("interval: prediction +- threshold")
+        )
+        lines += [
+            f"- {describe(c)}.",
+            f"- A served row's {kind}.",
+        ]
+    else:
+        from airloop.model.conformal import describe
+
+        lines.append(f"- {describe(c)}.")
     lines += ["", "## Slices", ""]
     slices = [s for s in verdict.get("slices", []) if not s.get("missing")]
     if slices:
