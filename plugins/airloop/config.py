@@ -92,6 +92,7 @@ class EvaluationConfig(_Strict):
     bootstrap_resamples: int = Field(200, ge=20)
     baseline: bool = True  # the challenger must credibly beat the class prior / training mean (issue 14)
     coverage: float = Field(0.9, gt=0, lt=1)  # declared coverage of conformal prediction sets / intervals
+    suspect_labels: bool = True  # send training rows whose label the model strongly contradicts to review
 
 
 class PromotionConfig(_Strict):

@@ -382,6 +382,11 @@ def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, 
         assert heading in card, heading
     assert "| color | red |" in card and verdict["reasons"][0] in card and run_id in card
     assert "Against the trivial baseline (class prior)" in card
+    assert verdict["explanations"]["explainer"] == "linear"
+    top = [d["feature"] for d in verdict["explanations"]["top"]]
+    assert top[0] in {"x1", "color"} and "## Explanations (SHAP)" in card and f"| {top[0]} |" in card
+    shap_files = {a.path for a in MlflowClient().list_artifacts(run_id, "explanations")}
+    assert shap_files == {"explanations/shap_global.json", "explanations/shap_importance.png"}
     conformal = verdict["conformal"]
     assert conformal["coverage_declared"] == 0.9 and conformal["test_rows"] == 40
     assert "## Uncertainty (conformal)" in card and f"measured {conformal['coverage_measured']:.1%}" in card

@@ -4,6 +4,7 @@ The challenger and the current champion are scored on the SAME frozen holdout (t
 so the comparison is like for like. Blessed only if every check passes:
 
 1. ``min_value``: the primary metric reaches ``evaluation.min_value`` (when set);
+   ``feasibility`` (first promotion only): the pipeline's feasibility report is not a no-go, or was overridden;
    ``baseline``: the one-sided 95% lower bound of the improvement over the trivial baseline (class prior or
    training mean, :mod:`airloop.model.baseline`) is above 0, with or without a champion;
 2. ``champion``: the one-sided 95% lower confidence bound (paired bootstrap) of the improvement over the
@@ -198,7 +199,10 @@ def evaluate_challenger(
     champion_version = str(champion_mv.version) if champion_mv is not None else None
     champion_value, cmp, champ, champion, window = None, None, None, None, None
     if champion_mv is None:
+        from airloop.model.feasibility import gate_check
+
         checks.append({"check": "champion", "passed": True, "detail": "no champion yet: nothing to compare"})
+        checks.append(gate_check(cfg))  # a no-go feasibility report stops the first promotion
     else:
         try:
             champion = models.load_version(cfg, champion_version)
@@ -269,6 +273,8 @@ def evaluate_challenger(
         "verdict_uri": f"runs:/{run_id}/gate/verdict.json",
     }
     verdict["plots"] = _plots(client, cfg, run_id, challenger, holdout, chall)
+    verdict["explanations"] = _explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
+    verdict["suspect_labels"] = _suspects(cfg, challenger, run.data.tags, run_id)
     verdict["summary"] = _summary(cfg, candidate, verdict, len(holdout))
     verdict["model_card_uri"] = _model_card(client, cfg, run, verdict)
     _record(client, cfg, verdict, run_info)
@@ -339,6 +345,59 @@ def _plots(client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, h
     except Exception as err:  # plots are evidence, not a decision: say so and go on
         log.warning("evaluation plots not logged for run %s: %s", run_id, err)
         return []
+
+
+def _explanations(
+    client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, holdout: pd.DataFrame, tags: dict
+) -> dict[str, Any]:
+    """Global SHAP importance on a holdout sample (:mod:`airloop.model.explain`), logged to the run as
+    ``explanations/shap_global.json`` and ``explanations/shap_importance.png``. Returns {"explainer", "rows",
+    "top": [{"feature", "mean_abs_shap", "mean_shap"}] (10 largest), "artifacts"} or {"skipped": why};
+    an explanation failure never fails the gate."""
+    from airloop.model import explain
+    from airloop.model.plots import _pyplot
+
+    try:
+        background = holdout
+        if tags.get("airloop.train_uri"):
+            background = lake.read_parquet(tags["airloop.train_uri"])
+        explainer = explain.Explainer(model, background, seed=cfg.training.seed)
+        importance = explain.global_importance(explainer, holdout, seed=cfg.training.seed)
+        rows = min(len(holdout), explain.GLOBAL_ROWS)
+        client.log_dict(
+            run_id,
+            {"explainer": explainer.kind, "rows": rows, "importance": importance},
+            "explanations/shap_global.json",
+        )
+        fig = explain.importance_figure(importance)
+        try:
+            client.log_figure(run_id, fig, "explanations/shap_importance.png")
+        finally:
+            _pyplot().close(fig)
+    except Exception as err:  # explanations are evidence, not a decision
+        log.warning("SHAP explanations not computed for run %s: %s", run_id, err)
+        return {"skipped": f"SHAP explanations not computed: {err}"}
+    return {
+        "explainer": explainer.kind,
+        "rows": rows,
+        "top": importance[:10],
+        "artifacts": ["explanations/shap_global.json", "explanations/shap_importance.png"],
+    }
+
+
+def _suspects(cfg: PipelineConfig, model: Any, tags: dict, run_id: str) -> dict[str, Any]:
+    """Suspect training labels to the review queue (:mod:`airloop.model.suspects`); never fails the gate."""
+    from airloop.model.suspects import review_suspects
+
+    if not cfg.evaluation.suspect_labels:
+        return {"skipped": "evaluation.suspect_labels is off"}
+    if not tags.get("airloop.train_uri"):
+        return {"skipped": "the run has no airloop.train_uri tag"}
+    try:
+        return review_suspects(cfg, model, lake.read_parquet(tags["airloop.train_uri"]), run_id)
+    except Exception as err:  # a review aid, not a decision
+        log.warning("suspect labels not searched for run %s: %s", run_id, err)
+        return {"skipped": f"suspect labels not searched: {err}"}
 
 
 def _model_card(client: MlflowClient, cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str | None:
@@ -418,6 +477,12 @@ def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], 
         shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
     lines.append(f"  {metric}: challenger {shown}")
     lines += [f"  {r}" for r in v["reasons"]]
+    sus = v.get("suspect_labels") or {}
+    if "suspects" in sus:
+        lines.append(
+            f"  suspect labels: {sus['suspects']} of {sus['rows']} training rows, {sus['queued']} new in the review "
+            "queue (airloop review NAME --export)"
+        )
     if v.get("conformal"):
         from airloop.model.conformal import describe
 

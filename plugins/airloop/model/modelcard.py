@@ -118,6 +118,20 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
         from airloop.model.conformal import describe
 
         lines.append(f"- {describe(c)}.")
+    lines += ["", "## Explanations (SHAP)", ""]
+    ex = verdict.get("explanations") or {"skipped": "not computed"}
+    if "skipped" in ex:
+        lines.append(f"- {ex['skipped']}.")
+    else:
+        lines += [
+            f"Mean |SHAP value| per raw column on {ex['rows']} holdout rows ({ex['explainer']} explainer; one-hot "
+            "columns summed into their raw column). Plot: `explanations/shap_importance.png`.",
+            "",
+        ]
+        lines += _table(
+            ["feature", "mean abs SHAP", "mean SHAP"],
+            [[d["feature"], d["mean_abs_shap"], d["mean_shap"]] for d in ex["top"]],
+        )
     lines += ["", "## Slices", ""]
     slices = [s for s in verdict.get("slices", []) if not s.get("missing")]
     if slices:
