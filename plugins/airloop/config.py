@@ -62,13 +62,22 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 CRON_PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"})
 
 
+class SearchRange(_Strict):
+    """A numeric search range (``{low: 0.001, high: 100, log: true}``); integers when low and high are."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+
+
 class CandidateConfig(_Strict):
-    """One candidate model: a scikit-learn estimator by short name or import path, and its search space."""
+    """One candidate model: a scikit-learn estimator by short name or import path, and its search space
+    (per parameter: a list of values to choose from, or a :class:`SearchRange`)."""
 
     name: str
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
-    search_space: dict[str, list[Any]] = Field(default_factory=dict)
+    search_space: dict[str, list[Any] | SearchRange] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
@@ -84,6 +93,7 @@ class TrainingConfig(_Strict):
     # so a YAML cannot make ``airloop check`` (or a DAG file parse) run a module of its choosing.
     estimator_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
     n_iter: int = Field(4, ge=1)
+    search: Literal["optuna", "random"] = "optuna"  # Optuna TPE with pruning over folds, or RandomizedSearchCV
     cv_folds: int = Field(3, ge=2)
     test_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
@@ -108,6 +118,9 @@ class EvaluationConfig(_Strict):
     tolerance: float = Field(0.0, ge=0)  # how much worse than the champion a challenger may be
     slice_tolerance: float = Field(0.05, ge=0)  # how much worse a segment may get
     bootstrap_resamples: int = Field(200, ge=20)
+    baseline: bool = True  # the challenger must credibly beat the class prior / training mean (issue 14)
+    coverage: float = Field(0.9, gt=0, lt=1)  # declared coverage of conformal prediction sets / intervals
+    suspect_labels: bool = True  # send training rows whose label the model strongly contradicts to review
 
 
 class PromotionConfig(_Strict):

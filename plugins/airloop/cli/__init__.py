@@ -5,6 +5,7 @@
 - :mod:`airloop.cli.data`: suggest-suite, replay, profile
 - :mod:`airloop.cli.model`: rollback, promotions
 - :mod:`airloop.cli.ops`: serve, trace, review, shadow-report
+- :mod:`airloop.cli.feasibility`: feasibility
 
 :func:`main` turns Airloop's own errors (a bad YAML, bad input, nothing to do, a refused stage) into one line on
 stderr and exit code 2, once for every command.
@@ -15,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from airloop.cli import data, demo, model, ops, pipeline
+from airloop.cli import data, demo, feasibility, model, ops, pipeline
 from airloop.errors import AirloopError
 
-GROUPS = (pipeline, demo, data, model, ops)
+GROUPS = (pipeline, demo, data, model, ops, feasibility)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,9 +161,10 @@ def build_pipeline(
     return Pipeline([("prep", prep), ("model", estimator)])
 
 
-def search_space(candidate: CandidateConfig, model: Pipeline) -> dict[str, list[Any]]:
-    """The candidate's search space as ``RandomizedSearchCV`` parameters of ``model`` ("model__<param>");
-    BadInput for a key the estimator does not take."""
+def search_space(candidate: CandidateConfig, model: Pipeline) -> dict[str, Any]:
+    """The candidate's search space as ``RandomizedSearchCV`` parameters of ``model`` ("model__<param>"): a
+    list of values, or a scipy distribution for a range (log-uniform when ``log``, integer when low and high
+    are); BadInput for a key the estimator does not take or an empty range."""
     valid = model.named_steps["model"].get_params()
     unknown = [k for k in candidate.search_space if k not in valid]
     if unknown:
@@ -171,4 +172,21 @@ def search_space(candidate: CandidateConfig, model: Pipeline) -> dict[str, list[
             f"candidate {candidate.name!r}: search_space keys {unknown} are not parameters of "
             f"{type(model.named_steps['model']).__name__} (known: {sorted(valid)})"
         )
-    return {f"model__{k}": list(v) for k, v in candidate.search_space.items()}
+    return {f"model__{k}": _distribution(candidate, k, v) for k, v in candidate.search_space.items()}
+
+
+def _distribution(candidate: CandidateConfig, key: str, spec: Any) -> Any:
+    from scipy import stats
+
+    if isinstance(spec, list):
+        return list(spec)
+    if not spec.low < spec.high or (spec.log and spec.low <= 0):
+        raise BadInput(
+            f"candidate {candidate.name!r}: search_space.{key}: expected low < high (and low > 0 with log), "
+            f"found low={spec.low}, high={spec.high}, log={spec.log}"
+        )
+    if isinstance(spec.low, int) and isinstance(spec.high, int):
+        return stats.randint(spec.low, spec.high + 1)
+    if spec.log:
+        return stats.loguniform(spec.low, spec.high)
+    return stats.uniform(spec.low, spec.high - spec.low)

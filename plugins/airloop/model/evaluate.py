@@ -4,6 +4,9 @@ The challenger and the current champion are scored on the SAME frozen holdout (t
 so the comparison is like for like. Blessed only if every check passes:
 
 1. ``min_value``: the primary metric reaches ``evaluation.min_value`` (when set);
+   ``feasibility`` (first promotion only): the pipeline's feasibility report is not a no-go, or was overridden;
+   ``baseline``: the one-sided 95% lower bound of the improvement over the trivial baseline (class prior or
+   training mean, :mod:`airloop.model.baseline`) is above 0, with or without a champion;
 2. ``champion``: the one-sided 95% lower confidence bound (paired bootstrap) of the improvement over the
    champion is above ``-evaluation.tolerance`` (tolerance 0: credibly better, not better by the luck of one
    holdout);
@@ -36,6 +39,7 @@ from mlflow.tracking import MlflowClient
 from airloop.config import PipelineConfig
 from airloop.errors import BadInput, NothingToDo
 from airloop.model import infra
+from airloop.model.baseline import baseline_check, baseline_kind, baseline_scored
 from airloop.model.gate import champion_check, compare, slice_check, slice_metrics, window_check
 from airloop.model.metrics import check_metric, compute_metrics, greater_is_better, predict_with_proba
 from airloop.store import lake, models, registry, tracking
@@ -181,11 +185,24 @@ def evaluate_challenger(
             {"check": "min_value", "passed": ok, "detail": f"{metric} {value:.4f} {op} min_value {min_value:g}"}
         )
 
+    baseline = None
+    if value is not None and not math.isnan(value):
+        baseline = _baseline(cfg, metric, run.data.tags.get("airloop.train_uri"), y_true, chall)
+        if baseline is not None:
+            base_cmp = baseline.pop("_cmp")
+            if cfg.evaluation.baseline:
+                checks.append(baseline_check(cfg, metric, value, baseline["value"], base_cmp))
+            else:
+                checks.append({"check": "baseline", "passed": True, "detail": "evaluation.baseline is off"})
+
     champion_mv = registry.get_version(cfg, registry.CHAMPION)
     champion_version = str(champion_mv.version) if champion_mv is not None else None
     champion_value, cmp, champ, champion, window = None, None, None, None, None
     if champion_mv is None:
+        from airloop.model.feasibility import gate_check
+
         checks.append({"check": "champion", "passed": True, "detail": "no champion yet: nothing to compare"})
+        checks.append(gate_check(cfg))  # a no-go feasibility report stops the first promotion
     else:
         try:
             champion = models.load_version(cfg, champion_version)
@@ -212,6 +229,7 @@ def evaluate_challenger(
     passed, detail = infra.infra_check(model_uri, rows, list(chall["y_pred"][: len(rows)]))
     checks.append({"check": "infra", "passed": passed, "detail": detail})
 
+    uncertainty = _conformal(cfg, y_true, chall)
     blessed = all(c["passed"] for c in checks)
     version = None
     if blessed:
@@ -227,6 +245,7 @@ def evaluate_challenger(
                 "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
                 # promote moves the alias only if this is still the champion (compare-and-set)
                 registry.COMPARED_WITH_TAG: champion_version or "none",
+                **_conformal_tags(uncertainty),
             },
         )
         registry.set_challenger(cfg, version)
@@ -245,6 +264,8 @@ def evaluate_challenger(
         "lower_bound": cmp["bounds"][0] if cmp and cmp["bounds"] else None,
         "improvement": cmp["improvement"] if cmp else None,
         "metrics": chall_metrics,
+        "baseline": baseline,
+        "conformal": uncertainty,
         "slices": slices,
         "production_window": _window_summary(window),
         "version": version,
@@ -254,11 +275,60 @@ def evaluate_challenger(
         "verdict_uri": f"runs:/{run_id}/gate/verdict.json",
     }
     verdict["plots"] = _plots(client, cfg, run_id, challenger, holdout, chall)
+    verdict["explanations"] = _explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
+    verdict["suspect_labels"] = _suspects(cfg, challenger, run.data.tags, run_id)
     verdict["summary"] = _summary(cfg, candidate, verdict, len(holdout))
     verdict["model_card_uri"] = _model_card(client, cfg, run, verdict)
     _record(client, cfg, verdict, run_info)
     log.info("%s", verdict["summary"])
     return verdict
+
+
+def _conformal(cfg: PipelineConfig, y_true: Any, chall: dict) -> dict[str, Any] | None:
+    """Split-conformal calibration and measured coverage on the holdout (:mod:`airloop.model.conformal`);
+    None for a classifier without probabilities."""
+    from airloop.model.conformal import calibrate_and_measure
+
+    if cfg.task == "classification" and chall.get("y_proba") is None:
+        return None
+    return calibrate_and_measure(cfg.task, y_true, chall, cfg.evaluation.coverage, cfg.training.seed)
+
+
+def _conformal_tags(c: dict[str, Any] | None) -> dict[str, str]:
+    """Version tags that let serving and review apply the conformal threshold without the verdict."""
+    if not c or "threshold" not in c or not math.isfinite(c["threshold"]):
+        return {}
+    return {
+        "airloop.conformal.threshold": f"{c['threshold']:.6f}",
+        "airloop.conformal.coverage": f"{c['coverage_declared']:g}",
+        "airloop.conformal.measured_coverage": f"{c['coverage_measured']:.4f}",
+    }
+
+
+def _baseline(
+    cfg: PipelineConfig, metric: str, train_uri: str | None, y_true: Any, chall: dict
+) -> dict[str, Any] | None:
+    """The trivial baseline (:mod:`airloop.model.baseline`) on the holdout: {"kind", "value", "improvement",
+    "ci", "lower_bound", "_cmp"}; fitted on the training labels (the holdout's when the run has no train URI).
+    None when the metric is undefined for the baseline."""
+    y_fit = y_true
+    if train_uri:
+        train = lake.read_parquet(train_uri)
+        if cfg.target in train.columns:
+            y_fit = train[cfg.target].dropna().to_numpy()
+    base = baseline_scored(cfg.task, y_fit, len(y_true), chall.get("classes"))
+    got = compute_metrics(cfg.task, y_true, base["y_pred"], base["y_proba"], classes=base["classes"], only=[metric])
+    if metric not in got or math.isnan(got[metric]):
+        return None
+    cmp = compare(cfg, metric, y_true, chall, base)
+    return {
+        "kind": baseline_kind(cfg.task),
+        "value": got[metric],
+        "improvement": cmp["improvement"],
+        "ci": cmp["ci"],
+        "lower_bound": cmp["bounds"][0] if cmp["bounds"] else None,
+        "_cmp": cmp,
+    }
 
 
 def _window_summary(window: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -277,6 +347,59 @@ def _plots(client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, h
     except Exception as err:  # plots are evidence, not a decision: say so and go on
         log.warning("evaluation plots not logged for run %s: %s", run_id, err)
         return []
+
+
+def _explanations(
+    client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, holdout: pd.DataFrame, tags: dict
+) -> dict[str, Any]:
+    """Global SHAP importance on a holdout sample (:mod:`airloop.model.explain`), logged to the run as
+    ``explanations/shap_global.json`` and ``explanations/shap_importance.png``. Returns {"explainer", "rows",
+    "top": [{"feature", "mean_abs_shap", "mean_shap"}] (10 largest), "artifacts"} or {"skipped": why};
+    an explanation failure never fails the gate."""
+    from airloop.model import explain
+    from airloop.model.plots import _pyplot
+
+    try:
+        background = holdout
+        if tags.get("airloop.train_uri"):
+            background = lake.read_parquet(tags["airloop.train_uri"])
+        explainer = explain.Explainer(model, background, seed=cfg.training.seed)
+        importance = explain.global_importance(explainer, holdout, seed=cfg.training.seed)
+        rows = min(len(holdout), explain.GLOBAL_ROWS)
+        client.log_dict(
+            run_id,
+            {"explainer": explainer.kind, "rows": rows, "importance": importance},
+            "explanations/shap_global.json",
+        )
+        fig = explain.importance_figure(importance)
+        try:
+            client.log_figure(run_id, fig, "explanations/shap_importance.png")
+        finally:
+            _pyplot().close(fig)
+    except Exception as err:  # explanations are evidence, not a decision
+        log.warning("SHAP explanations not computed for run %s: %s", run_id, err)
+        return {"skipped": f"SHAP explanations not computed: {err}"}
+    return {
+        "explainer": explainer.kind,
+        "rows": rows,
+        "top": importance[:10],
+        "artifacts": ["explanations/shap_global.json", "explanations/shap_importance.png"],
+    }
+
+
+def _suspects(cfg: PipelineConfig, model: Any, tags: dict, run_id: str) -> dict[str, Any]:
+    """Suspect training labels to the review queue (:mod:`airloop.model.suspects`); never fails the gate."""
+    from airloop.model.suspects import review_suspects
+
+    if not cfg.evaluation.suspect_labels:
+        return {"skipped": "evaluation.suspect_labels is off"}
+    if not tags.get("airloop.train_uri"):
+        return {"skipped": "the run has no airloop.train_uri tag"}
+    try:
+        return review_suspects(cfg, model, lake.read_parquet(tags["airloop.train_uri"]), run_id)
+    except Exception as err:  # a review aid, not a decision
+        log.warning("suspect labels not searched for run %s: %s", run_id, err)
+        return {"skipped": f"suspect labels not searched: {err}"}
 
 
 def _model_card(client: MlflowClient, cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str | None:
@@ -313,6 +436,16 @@ def _record(
         metrics[f"gate_improvement_{metric}_ci_low"] = verdict["ci"][0]
         metrics[f"gate_improvement_{metric}_ci_high"] = verdict["ci"][1]
         metrics[f"gate_improvement_{metric}_lower_bound"] = verdict["lower_bound"]
+    base = verdict.get("baseline")
+    if base:
+        metrics[f"gate_baseline_{metric}"] = base["value"]
+        if base["lower_bound"] is not None:
+            metrics[f"gate_baseline_improvement_{metric}_lower_bound"] = base["lower_bound"]
+    c = verdict.get("conformal") or {}
+    if "coverage_measured" in c:
+        metrics["conformal_coverage_measured"] = c["coverage_measured"]
+        if math.isfinite(c["threshold"]):
+            metrics["conformal_threshold"] = c["threshold"]
     for s in verdict["slices"]:
         if s.get("challenger") is not None:
             key = f"slice_{metric}_{s['column']}_{s['value']}"
@@ -342,8 +475,20 @@ def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], 
         shown += f", champion v{v['champion_version']} {v['champion_metric']:.4f}"
         if v["ci"]:
             shown += f" (improvement 95% CI [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}])"
+    if v.get("baseline"):
+        shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
     lines.append(f"  {metric}: challenger {shown}")
     lines += [f"  {r}" for r in v["reasons"]]
+    sus = v.get("suspect_labels") or {}
+    if "suspects" in sus:
+        lines.append(
+            f"  suspect labels: {sus['suspects']} of {sus['rows']} training rows, {sus['queued']} new in the review "
+            "queue (airloop review NAME --export)"
+        )
+    if v.get("conformal"):
+        from airloop.model.conformal import describe
+
+        lines.append(f"  uncertainty: {describe(v['conformal'])}")
     lines.append(f"  evidence: {v['run_url']} (gate/verdict.json, model_card.md, plots/)")
     return "\n".join(lines)
 

@@ -55,7 +55,8 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
         f"- Candidate `{tags.get('airloop.candidate', '?')}`: `{params.get('estimator', '?')}`, serialized with "
         f"{tags.get('airloop.serialization', '?')}.",
         f"- Parameters: {', '.join(f'{k}={v}' for k, v in sorted(params.items()) if k not in _BOOKKEEPING) or '-'}",
-        f"- Search: {params.get('n_iter', '?')} draws, {params.get('cv_folds', '?')}-fold CV, seed "
+        f"- Search: {params.get('search', 'random')}, {params.get('n_iter', '?')} draws, "
+        f"{params.get('cv_folds', '?')}-fold CV, seed "
         f"{params.get('seed', '?')}.",
         "",
         "## Data",
@@ -73,6 +74,16 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
     if cv is not None:
         rows.insert(0, [f"cv_{metric}", cv])
     lines += _table(["metric", "value"], rows)
+    base = verdict.get("baseline")
+    if base:
+        ci = base.get("ci")
+        shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "not available"
+        lines += [
+            "",
+            f"Against the trivial baseline ({base['kind']}) on the same holdout: {metric} "
+            f"{fmt(verdict['challenger_metric'])} vs {fmt(base['value'])}; improvement {fmt(base['improvement'])}, "
+            f"95% bootstrap CI {shown}, one-sided 95% lower bound {fmt(base.get('lower_bound'))}.",
+        ]
     if verdict.get("champion_metric") is not None:
         ci = verdict.get("ci")
         shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "not available"
@@ -89,6 +100,38 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
             f"Latest labeled production window ({window['rows']} rows, {', '.join(window['batches'])}): "
             f"{metric} {fmt(window['challenger'])} vs champion {fmt(window['champion'])}.",
         ]
+    lines += ["", "## Uncertainty (conformal)", ""]
+    c = verdict.get("conformal")
+    if c and "coverage_measured" in c:
+        from airloop.model.conformal import describe
+
+        kind = (
+            "prediction set: every class with probability >= 1 - threshold"
+            if cfg.task == "classification"
+            else ("interval: prediction +- threshold")
+        )
+        lines += [
+            f"- {describe(c)}.",
+            f"- A served row's {kind}.",
+        ]
+    else:
+        from airloop.model.conformal import describe
+
+        lines.append(f"- {describe(c)}.")
+    lines += ["", "## Explanations (SHAP)", ""]
+    ex = verdict.get("explanations") or {"skipped": "not computed"}
+    if "skipped" in ex:
+        lines.append(f"- {ex['skipped']}.")
+    else:
+        lines += [
+            f"Mean |SHAP value| per raw column on {ex['rows']} holdout rows ({ex['explainer']} explainer; one-hot "
+            "columns summed into their raw column). Plot: `explanations/shap_importance.png`.",
+            "",
+        ]
+        lines += _table(
+            ["feature", "mean abs SHAP", "mean SHAP"],
+            [[d["feature"], d["mean_abs_shap"], d["mean_shap"]] for d in ex["top"]],
+        )
     lines += ["", "## Slices", ""]
     slices = [s for s in verdict.get("slices", []) if not s.get("missing")]
     if slices:
@@ -121,7 +164,7 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_BOOKKEEPING = {"candidate", "estimator", "cv_folds", "n_iter", "seed", "n_train", "n_test"}
+_BOOKKEEPING = {"candidate", "estimator", "cv_folds", "n_iter", "search", "seed", "n_train", "n_test"}
 
 
 def publish(client: Any, cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:

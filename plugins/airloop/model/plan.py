@@ -176,9 +176,27 @@ def prepare_training(cfg: PipelineConfig, lake: Lake, plan: dict) -> dict:
     from airloop.model.train import prepare_split
 
     frame = training_frame(cfg, lake, plan["recent"], plan["older"])
+    if plan["kind"] == "initial":
+        _first_feasibility(cfg, frame)
     version = fingerprint(frame)[:16]
     split = prepare_split(cfg, frame, lk.join(lake.zone("training"), version))
     return {**split, "data_version": version, "plan": plan}
+
+
+def _first_feasibility(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
+    """Before a pipeline's first training, write its feasibility report once (the gate reads it)."""
+    import logging
+
+    from airloop.model import feasibility
+
+    if feasibility.latest(cfg) is not None:
+        return
+    try:
+        report = feasibility.run_feasibility(cfg, frame)
+    except Exception as err:  # the report informs the first promotion; training goes on without it
+        logging.getLogger(__name__).warning("feasibility report not written for %s: %s", cfg.name, err)
+        return
+    logging.getLogger(__name__).info("feasibility: %s (%s)", report["sentence"], report["html_uri"])
 
 
 def finish_retrain(lake: Lake, batch_id: str, train_run_id: str) -> None:

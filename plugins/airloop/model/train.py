@@ -235,8 +235,9 @@ def log_sklearn_model(model: Pipeline, X_sample: pd.DataFrame) -> tuple[Any, str
 
 def _fit(
     cfg: PipelineConfig, candidate: CandidateConfig, split: dict[str, Any], X: pd.DataFrame, y: pd.Series
-) -> tuple[Pipeline, dict[str, Any], float, Any]:
-    """Search (or just cross-validate) and refit; returns (fitted model, best params, cv score, scorer)."""
+) -> tuple[Pipeline, dict[str, Any], float, Any, list[dict[str, Any]]]:
+    """Search (``training.search``: Optuna TPE or random) or just cross-validate, and refit; returns (fitted
+    model, best params, cv score, scorer, Optuna trials (empty for the random search))."""
     seed = cfg.training.seed
     model = build_pipeline(candidate, split["numeric"], split["categorical"], seed, task=cfg.task)
     classes = np.unique(y) if cfg.task == "classification" else np.array([])
@@ -254,8 +255,14 @@ def _fit(
     if not space:
         scores = cross_val_score(model, X, y, scoring=cv_scorer, cv=cv, n_jobs=1, error_score="raise")
         model.fit(X, y)
-        return model, {}, cv_value(cv_scorer, float(np.mean(scores))), cv_scorer
-    grid_size = math.prod(len(v) for v in space.values())
+        return model, {}, cv_value(cv_scorer, float(np.mean(scores))), cv_scorer, []
+    if cfg.training.search == "optuna":
+        from airloop.model.tuning import optuna_search
+
+        fitted, best, score, trials = optuna_search(model, candidate, X, y, cv, cv_scorer, cfg.training.n_iter, seed)
+        return fitted, best, cv_value(cv_scorer, score), cv_scorer, trials
+    finite = all(isinstance(v, list) for v in space.values())
+    grid_size = math.prod(len(v) for v in space.values()) if finite else cfg.training.n_iter
     search = RandomizedSearchCV(
         model,
         space,
@@ -269,7 +276,7 @@ def _fit(
     )
     search.fit(X, y)
     best = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
-    return search.best_estimator_, best, cv_value(cv_scorer, search.best_score_), cv_scorer
+    return search.best_estimator_, best, cv_value(cv_scorer, search.best_score_), cv_scorer, []
 
 
 def train_candidate(
@@ -294,7 +301,7 @@ def train_candidate(
     train = lake.read_parquet(split["train_uri"])
     test = lake.read_parquet(split["test_uri"])
     X, y = train[features], train[cfg.target]
-    model, best_params, cv_score, _ = _fit(cfg, candidate, split, X, y)
+    model, best_params, cv_score, cv_scorer, trials = _fit(cfg, candidate, split, X, y)
     y_pred, y_proba, classes = predict_with_proba(cfg.task, model, test[features])
     test_metrics = compute_metrics(cfg.task, test[cfg.target], y_pred, y_proba, classes=classes)
 
@@ -321,6 +328,7 @@ def train_candidate(
         "estimator": estimator_path,
         "cv_folds": cfg.training.cv_folds,
         "n_iter": cfg.training.n_iter,
+        "search": cfg.training.search if candidate.search_space else "none",
         "seed": cfg.training.seed,
         "n_train": len(train),
         "n_test": len(test),
@@ -341,6 +349,11 @@ def train_candidate(
         mlflow.log_metric(f"cv_{metric}", cv_score, model_id=info.model_id)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, model_id=info.model_id, dataset=test_ds)
         run_id = run.info.run_id
+    if trials:  # after the search, so tracking is not inside the timed fits
+        from airloop.model.tuning import log_trials
+
+        sign = cv_value(cv_scorer, 1.0)
+        log_trials(run_id, experiment_id, trials, metric, sign)
     url = tracking.run_url(run_id)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items())
     summary = "\n".join(

@@ -97,6 +97,10 @@ def test_first_model_is_blessed_registered_and_challenger(trained):
     assert verdict["challenger_metric"] == pytest.approx(trained["good"]["test_metrics"]["roc_auc"])
     assert any(r.startswith("PASS infra: loads in a fresh process") for r in verdict["reasons"])
     assert any(r.startswith("PASS champion: no champion yet") for r in verdict["reasons"])
+    base = verdict["baseline"]
+    assert base["kind"] == "class prior" and base["value"] == pytest.approx(0.5)  # a constant score
+    assert base["lower_bound"] > 0.2 and base["ci"][0] <= base["improvement"] <= base["ci"][1]
+    assert any(r.startswith("PASS baseline: roc_auc") and "class prior baseline" in r for r in verdict["reasons"])
     assert verdict["holdout_uri"] == trained["split"]["test_uri"]
     assert len(verdict["summary"].splitlines()) >= 4 and "BLESSED" in verdict["summary"]
     json.dumps({k: v for k, v in verdict.items()})  # XCom-safe
@@ -139,7 +143,7 @@ def test_clearly_worse_challenger_is_rejected_with_the_metric_and_both_values(tr
     assert verdict["blessed"] is False and verdict["version"] is None
     chall, champ = verdict["challenger_metric"], verdict["champion_metric"]
     assert chall < champ - 0.2
-    failed = [r for r in verdict["reasons"] if r.startswith("FAIL")]
+    failed = [r for r in verdict["reasons"] if r.startswith("FAIL champion")]
     assert len(failed) == 1
     assert "roc_auc" in failed[0] and f"{chall:.4f}" in failed[0] and f"{champ:.4f}" in failed[0]
     assert "tolerance 0.01" in failed[0]
@@ -148,8 +152,54 @@ def test_clearly_worse_challenger_is_rejected_with_the_metric_and_both_values(tr
     assert run_of(trained["bad"]).data.tags["airloop.gate.verdict"] == "rejected"
     assert registry.get_version(cfg, "challenger") is None
     assert len(MlflowClient().search_model_versions(f"name='{cfg.registered_model_name}'")) == 1
-    with pytest.raises(NothingToDo, match="rejected by the gate: FAIL champion"):
+    with pytest.raises(NothingToDo, match="rejected by the gate: FAIL baseline.*FAIL champion"):
         require_blessed(verdict)
+
+
+def test_on_pure_noise_the_baseline_gate_refuses_the_first_champion(store, fast_infra):
+    """Features and labels independent: no champion yet, but the model must not beat guessing by luck."""
+    from airloop.model.evaluate import evaluate_challenger, require_blessed
+    from airloop.model.train import prepare_split, train_candidate
+    from airloop.store import registry
+
+    rng = np.random.default_rng(5)
+    noise = pd.DataFrame({f"x{i}": rng.normal(size=400) for i in range(5)}).assign(y=rng.integers(0, 2, 400))
+    cfg = make_cfg("gate_noise")
+    split = prepare_split(cfg, noise, (store / "noise").as_uri())
+    verdict = evaluate_challenger(cfg, train_candidate(cfg, "lr", split))
+    assert verdict["blessed"] is False and verdict["version"] is None
+    assert registry.get_version(cfg, "challenger") is None
+    failed = [r for r in verdict["reasons"] if r.startswith("FAIL")]
+    assert len(failed) == 1 and failed[0].startswith("FAIL baseline: roc_auc"), verdict["reasons"]
+    base = verdict["baseline"]
+    assert f"{base['lower_bound']:+.4f}" in failed[0] and "must be > 0" in failed[0]
+    assert base["lower_bound"] <= 0 and "class prior baseline" in verdict["summary"]
+    with pytest.raises(NothingToDo, match="FAIL baseline"):
+        require_blessed(verdict)
+
+
+def test_regression_baseline_is_the_training_mean_and_noise_is_refused(store, fast_infra):
+    from airloop.model.evaluate import evaluate_challenger
+    from airloop.model.train import prepare_split, train_candidate
+
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=400) for i in range(3)})
+    cfg = parse_pipeline(
+        {
+            "name": "gate_reg",
+            "source": {"uri": "file:///nowhere/*.csv"},
+            "target": "y",
+            "task": "regression",
+            "training": {"n_iter": 1, "cv_folds": 2, "candidates": [{"name": "ridge", "estimator": "ridge"}]},
+        }
+    )
+    signal = prepare_split(cfg, frame.assign(y=2 * frame["x0"] + rng.normal(size=400)), (store / "r1").as_uri())
+    noise = prepare_split(cfg, frame.assign(y=rng.normal(size=400) + 10), (store / "r2").as_uri())
+    good = evaluate_challenger(cfg, train_candidate(cfg, "ridge", signal))
+    assert good["blessed"], good["summary"]
+    assert good["baseline"]["kind"] == "training mean" and good["baseline"]["lower_bound"] > 0.5
+    bad = evaluate_challenger(cfg.model_copy(update={"name": "gate_reg_noise"}), train_candidate(cfg, "ridge", noise))
+    assert not bad["blessed"] and any(r.startswith("FAIL baseline: rmse") for r in bad["reasons"])
 
 
 def test_min_value_failure_rejects_even_without_a_champion(trained, fast_infra):
@@ -325,10 +375,20 @@ def test_verdict_has_slices_plots_model_card_and_the_production_window(trained, 
     for heading in ("## Intended use", "## Data", "## Metrics", "## Slices", "## Gate verdict: BLESSED", "## Lineage"):
         assert heading in card, heading
     assert "| color | red |" in card and verdict["reasons"][0] in card and run_id in card
+    assert "Against the trivial baseline (class prior)" in card
+    assert verdict["explanations"]["explainer"] == "linear"
+    top = [d["feature"] for d in verdict["explanations"]["top"]]
+    assert top[0] in {"x1", "color"} and "## Explanations (SHAP)" in card and f"| {top[0]} |" in card
+    shap_files = {a.path for a in MlflowClient().list_artifacts(run_id, "explanations")}
+    assert shap_files == {"explanations/shap_global.json", "explanations/shap_importance.png"}
+    conformal = verdict["conformal"]
+    assert conformal["coverage_declared"] == 0.9 and conformal["test_rows"] == 40
+    assert "## Uncertainty (conformal)" in card and f"measured {conformal['coverage_measured']:.1%}" in card
     mv = MlflowClient().get_model_version(cfg.registered_model_name, verdict["version"])
     assert mv.description.startswith(f"# Model card: airloop-evidence v{verdict['version']}")
     assert mv.tags["airloop.model_card"] == verdict["model_card_uri"] == f"runs:/{run_id}/model_card.md"
     assert mv.tags["airloop.gate.verdict_uri"] == verdict["verdict_uri"]
+    assert float(mv.tags["airloop.conformal.threshold"]) == pytest.approx(conformal["threshold"], abs=1e-6)
     saved = mlflow.artifacts.load_dict(verdict["verdict_uri"])
     assert saved["model_card_uri"] == verdict["model_card_uri"] and saved["slices"] == verdict["slices"]
 
@@ -355,7 +415,8 @@ def test_worse_challenger_fails_the_production_window_too(trained, fast_infra):
     champion_is(cfg, trained["good"])
     verdict = evaluate_challenger(cfg, trained["bad"])
     failed = [r.split(":")[0] for r in verdict["reasons"] if r.startswith("FAIL")]
-    assert failed == ["FAIL champion", "FAIL production_window"], verdict["reasons"]
+    # shuffled labels are no better than the class prior either
+    assert failed == ["FAIL baseline", "FAIL champion", "FAIL production_window"], verdict["reasons"]
 
 
 @pytest.mark.parametrize(
