@@ -219,3 +219,30 @@ def test_the_drift_trigger_would_have_retrained_on_the_harmless_shift(champion, 
     put_batch(drift_cfg, lake, "2026-03-01", features(rng, 1500, first_id=30_000, noise_shift=3.0))
     verdict = monitor_batch(drift_cfg, "2026-03-01", lake=lake)
     assert verdict["retrain"] and verdict["trigger_reason"] == "drift confirmed"
+
+
+def test_status_shows_the_estimate_and_the_realized_value_beside_it():
+    from airloop.monitoring.status import estimated_performance, render
+
+    verdict = {
+        "batch_id": "2026-01-08",
+        "estimate": {
+            "method": "cbpe",
+            "metric": "roc_auc",
+            "value": 0.79,
+            "lower": 0.77,
+            "upper": 0.81,
+            "reference_value": 0.84,
+        },
+        "retrain": True,
+        "trigger_reason": "estimated roc_auc below its floor on 2 day(s) in a row",
+        "estimates": [{"batch_id": "2026-01-07", "estimate": 0.8, "realized": 0.78, "error": -0.02}],
+    }
+    est = estimated_performance(verdict)
+    assert est["value"] == 0.79 and est["by_batch"][0]["realized"] == 0.78
+    pipeline = {"registered_model": "m", "champion": None, "dag_runs": {}, "drift": None, "retrains": []}
+    text = render(
+        {"tracking_uri": "x", "lake_uri": "y", "pipelines": {"t": {**pipeline, "estimated_performance": est}}}
+    )
+    assert "estimate  2026-01-08: roc_auc 0.7900 (cbpe, holdout 0.84); last realized 0.7800 on 2026-01-07" in text
+    assert estimated_performance({"batch_id": "x"}) is None

@@ -174,12 +174,15 @@ def compute_drift(
     categorical: list[str],
     cfg: MonitoringConfig,
     prediction_column: str | None = None,
+    prediction_reference: pd.Series | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` on the given numeric and categorical columns (and prediction).
 
     Raises DriftInputError (a BadInput) when either frame is empty or lacks one of the columns, or when a
     numeric column holds text. The prediction column is numeric when its dtype is numeric (scores,
-    probabilities) and categorical otherwise (class labels).
+    probabilities) and categorical otherwise (class labels). ``prediction_reference``, when given, is what the
+    batch's predictions are compared with instead of ``reference[prediction_column]``: predictions on rows the
+    model did not train on (its holdout), since in-sample scores are more confident than any new batch's.
     Batch status: ``alert`` when a feature alerts and the alerting share reaches ``cfg.min_drifted_share``,
     or when the prediction alerts; ``warn`` when anything warns or alerts; else ``ok``.
     """
@@ -204,7 +207,8 @@ def compute_drift(
     for col in categorical:
         jobs.append(lambda c=col: _categorical_drift(c, reference[c], current[c], cfg))
     if prediction_column:
-        pred_ref, pred_cur = reference[prediction_column], current[prediction_column]
+        pred_ref = reference[prediction_column] if prediction_reference is None else prediction_reference
+        pred_cur = current[prediction_column]
         is_score = pd.api.types.is_numeric_dtype(pred_ref) and not pd.api.types.is_bool_dtype(pred_ref)
         drift_of = _numeric_drift if is_score else _categorical_drift
         jobs.append(lambda: drift_of(prediction_column, pred_ref, pred_cur, cfg))

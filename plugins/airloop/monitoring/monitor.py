@@ -105,8 +105,19 @@ def monitor_batch(
         pred_col = "prediction"
     reference = reference.assign(_prediction=ref_pred[pred_col].to_numpy())
     current = current.assign(_prediction=cur_pred[pred_col].to_numpy())
+    # The prediction's reference: the champion's scores on its holdout, rows it did not train on.
+    holdout = perf.holdout_of(cfg, run)
+    holdout_pred = None
+    if holdout is not None and len(holdout):
+        holdout_pred = predict_frame(cfg, model, holdout.drop(columns=[cfg.target]))[pred_col].reset_index(drop=True)
     report = drift.compute_drift(
-        reference, current, numeric, categorical, cfg.monitoring, prediction_column="_prediction"
+        reference,
+        current,
+        numeric,
+        categorical,
+        cfg.monitoring,
+        prediction_column="_prediction",
+        prediction_reference=holdout_pred,
     )
     version = str(champion.version)
     before = earlier_verdicts(lake, version, batch_id)

@@ -43,7 +43,7 @@ def estimate_for_champion(
         classes = getattr(model, "classes_", None)
         calibration = load_calibration(run.info.run_id)
         if calibration is None:  # a champion trained before calibration: fit the map on its holdout now
-            holdout = _holdout(cfg, run)
+            holdout = holdout_of(cfg, run)
             if holdout is not None and classes is not None:
                 score = model.predict_proba(holdout.drop(columns=[cfg.target]))[:, 1]
                 calibration = fit_calibration(holdout[cfg.target].to_numpy() == classes[1], score)
@@ -59,14 +59,15 @@ def estimate_for_champion(
             reference_value=reference_value,
             seed=cfg.training.seed,
         )
-    holdout = _holdout(cfg, run)
+    holdout = holdout_of(cfg, run)
     if holdout is None:
         return None
     loss_model = LossModel(model, holdout, cfg.target, seed=cfg.training.seed)
     return estimate_batch(cfg.task, metric, current, segments, loss_model=loss_model, reference_value=reference_value)
 
 
-def _holdout(cfg: PipelineConfig, run: Any) -> pd.DataFrame | None:
+def holdout_of(cfg: PipelineConfig, run: Any) -> pd.DataFrame | None:
+    """The labeled frozen holdout of the training ``run`` (its ``airloop.test_uri``), or None."""
     uri = run.data.tags.get("airloop.test_uri")
     if not uri or not lk.exists(uri):
         return None
