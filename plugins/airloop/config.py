@@ -147,6 +147,12 @@ class MonitoringConfig(_Strict):
     min_drifted_share: float = Field(0.0, ge=0, le=1)  # or: this share of features alerting on one day
     reference_rows: int = Field(5000, ge=100)
     alert_connection: str | None = None  # an Airflow Connection id (HTTP) to POST confirmed-drift alerts to
+    # "calibrated": a feature alerts when its PSI is beyond what no-drift resamples of the reference at the
+    # batch's size reach (p < false_alarm_rate / tests); "fixed": at psi_alert whatever the batch's size.
+    thresholds: Literal["calibrated", "fixed"] = "calibrated"
+    false_alarm_rate: float = Field(0.05, gt=0, lt=1)  # per batch, over all features together
+    null_resamples: int = Field(2000, ge=200)
+    multivariate: bool = True  # PCA reconstruction error, catches joint shifts no single feature shows
 
 
 class RetrainConfig(_Strict):
@@ -156,6 +162,12 @@ class RetrainConfig(_Strict):
     max_retrains: int = Field(3, ge=1)
     max_retrains_window_days: int = Field(30, ge=1)
     max_failed_in_row: int = Field(3, ge=1)
+    # What starts a retrain: "drift" (confirmed drift), "estimated_performance" (the estimate, before labels,
+    # below evaluation.min_value or the champion's holdout value minus estimate_tolerance on confirm_days
+    # days in a row), or "both" (either one).
+    trigger: Literal["drift", "estimated_performance", "both"] = "estimated_performance"
+    estimate_tolerance: float = Field(0.03, ge=0)
+    estimate_bound: Literal["estimate", "lower_bound"] = "estimate"  # lower_bound: the pessimistic end of the band
 
 
 class ScheduleConfig(_Strict):

@@ -66,6 +66,7 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         top = sorted(alerts[0]["psi"].items(), key=lambda kv: -kv[1])[:4]
         lines.append("  drifting features (PSI): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
         lines.append(f"  report: {alerts[0]['report_uri']}")
+    lines += estimate_lines(facts["verdicts"], facts["drift_starts"])
     for r in facts["retrains"]:
         if r.skipped:
             lines.append(f"Retrain on {r.batch_id}: not started ({r.skipped}).")
@@ -88,3 +89,24 @@ def summary(cfg: PipelineConfig, facts: dict) -> str:
         "(MLflow UI, http://127.0.0.1:5000) on the same state.",
     ]
     return "\n".join(lines)
+
+
+def estimate_lines(verdicts: list[dict], drift_starts: str) -> list[str]:
+    """Each day's performance estimated before its labels, beside the realized value once they arrived
+    (from the latest verdict's track: :func:`airloop.monitoring.performance.estimation_track`)."""
+    track = next((v.get("estimates") for v in reversed(verdicts) if v.get("estimates")), None)
+    if not track:
+        return []
+    metric = next((v["estimate"]["metric"] for v in verdicts if v.get("estimate")), "metric")
+    lines = [f"Estimated {metric} before the labels arrived (CBPE), and realized once they did:"]
+    for t in track:
+        mark = " (drift)" if t["batch_id"] >= drift_starts else ""
+        band = f" [{t['lower']:.3f}, {t['upper']:.3f}]" if t.get("lower") is not None else ""
+        real = (
+            f"realized {t['realized']:.4f} (error {t['error']:+.4f})" if t["realized"] is not None else "labels pending"
+        )
+        lines.append(f"  {t['batch_id']}{mark}: estimated {t['estimate']:.4f}{band}; {real}")
+    last = verdicts[-1]
+    if last.get("trigger_reason"):
+        lines.append(f"  retrain trigger on {last['batch_id']}: {last['trigger_reason']}")
+    return lines

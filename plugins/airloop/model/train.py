@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from airloop.config import CandidateConfig, PipelineConfig
 from airloop.data.datasets import feature_columns, fingerprint
 from airloop.errors import BadInput
+from airloop.model.calibration import calibrate_and_log
 from airloop.model.candidates import build_pipeline, get_candidate, resolve_estimator, search_space
 from airloop.model.metrics import check_metric, compute_metrics, cv_value, greater_is_better, predict_with_proba, scorer
 from airloop.store import lake, models, tracking
@@ -348,6 +349,8 @@ def train_candidate(
         mlflow.set_tag("airloop.serialization", serialization)
         mlflow.log_metric(f"cv_{metric}", cv_score, model_id=info.model_id)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, model_id=info.model_id, dataset=test_ds)
+        # Calibration for estimated performance (CBPE), on the holdout the model did not train on.
+        calibrate_and_log(test[cfg.target], y_proba, classes, seed=cfg.training.seed)
         run_id = run.info.run_id
     if trials:  # after the search, so tracking is not inside the timed fits
         from airloop.model.tuning import log_trials

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,9 @@ from airloop.monitoring.statistics import (
     js_of_counts,
     ks_sorted,
     numeric_bins,
+    psi_null,
     psi_of_shares,
+    resampled_p_value,
     shares,
     sorted_non_missing,
 )
@@ -44,6 +47,7 @@ Status = Literal["ok", "warn", "alert"]
 OTHER_LABEL = "(other)"
 MAX_PLOTTED_CATEGORIES = 20  # categories beyond these are summed into "(other)" for the plots
 _PARALLEL_MIN_ROWS = 200_000  # below this, threads cost more than they save
+MIN_MULTIVARIATE_ROWS = 100  # each half of the reference (PCA fit, no-drift pool) needs at least this many
 
 
 class DriftInputError(BadInput):
@@ -72,6 +76,9 @@ class FeatureDrift:
     bins: list[str] = field(default_factory=list)
     ref_share: list[float] = field(default_factory=list)
     cur_share: list[float] = field(default_factory=list)
+    psi_p_value: float = math.nan  # share of no-drift resamples at this batch's size with a PSI this large
+    psi_threshold: float = math.nan  # the PSI that alerts at this batch's size (calibrated thresholds)
+    ref_counts: list[int] = field(default_factory=list, repr=False)  # rows per bin, for the resampled null
 
 
 @dataclass
@@ -89,6 +96,9 @@ class DriftReport:
     drifted_features: list[str]
     share_drifted: float
     status: Status
+    thresholds: str = "fixed"  # "calibrated": from no-drift resamples at the batch's size; "fixed": psi_alert
+    alpha: float = math.nan  # calibrated: the per-test level (false_alarm_rate over the number of tests)
+    multivariate: dict[str, Any] | None = None  # PCA reconstruction error test, see monitoring.multivariate
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON types (NaN becomes None)."""
@@ -100,6 +110,9 @@ class DriftReport:
         out["drift_share"] = self.share_drifted
         if self.prediction is not None:
             out["prediction_psi"] = self.prediction.psi
+        if self.multivariate is not None:
+            out["drift_multivariate_error"] = self.multivariate["statistic"]
+            out["drift_multivariate_p"] = self.multivariate["p_value"]
         return out
 
     def summary(self, top: int = 5) -> str:
@@ -120,6 +133,18 @@ class DriftReport:
         if self.prediction is not None:
             p = self.prediction
             lines.append(f"  prediction {p.feature}: PSI {p.psi:.2f} ({p.status})")
+        if self.multivariate is not None:
+            m = self.multivariate
+            verdict = "ALERT" if m.get("alert") else "ok"
+            lines.append(
+                f"  multivariate (PCA reconstruction error): {m['statistic']:.3f} vs reference "
+                f"{m['reference']:.3f}, p={m['p_value']:.2g} ({verdict})"
+            )
+        if self.thresholds == "calibrated":
+            lines.append(
+                f"  thresholds calibrated to {self.n_current} rows: each test alerts at p < {self.alpha:.2g} "
+                "(no-drift resamples of the reference at this size)"
+            )
         if not self.drifted_features and not warned and self.features:
             worst = max(self.features, key=lambda f: f.psi)
             lines.append(f"  largest PSI: {worst.feature} ({worst.psi:.3f})")
@@ -149,12 +174,15 @@ def compute_drift(
     categorical: list[str],
     cfg: MonitoringConfig,
     prediction_column: str | None = None,
+    prediction_reference: pd.Series | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` on the given numeric and categorical columns (and prediction).
 
     Raises DriftInputError (a BadInput) when either frame is empty or lacks one of the columns, or when a
     numeric column holds text. The prediction column is numeric when its dtype is numeric (scores,
-    probabilities) and categorical otherwise (class labels).
+    probabilities) and categorical otherwise (class labels). ``prediction_reference``, when given, is what the
+    batch's predictions are compared with instead of ``reference[prediction_column]``: predictions on rows the
+    model did not train on (its holdout), since in-sample scores are more confident than any new batch's.
     Batch status: ``alert`` when a feature alerts and the alerting share reaches ``cfg.min_drifted_share``,
     or when the prediction alerts; ``warn`` when anything warns or alerts; else ``ok``.
     """
@@ -179,7 +207,8 @@ def compute_drift(
     for col in categorical:
         jobs.append(lambda c=col: _categorical_drift(c, reference[c], current[c], cfg))
     if prediction_column:
-        pred_ref, pred_cur = reference[prediction_column], current[prediction_column]
+        pred_ref = reference[prediction_column] if prediction_reference is None else prediction_reference
+        pred_cur = current[prediction_column]
         is_score = pd.api.types.is_numeric_dtype(pred_ref) and not pd.api.types.is_bool_dtype(pred_ref)
         drift_of = _numeric_drift if is_score else _categorical_drift
         jobs.append(lambda: drift_of(prediction_column, pred_ref, pred_cur, cfg))
@@ -194,11 +223,27 @@ def compute_drift(
 
     features = results[: len(numeric) + len(categorical)]
     prediction = results[-1] if prediction_column else None
+    multivariate = None
+    if cfg.multivariate and len(features) >= 2 and len(reference) >= 2 * MIN_MULTIVARIATE_ROWS:
+        from airloop.monitoring.multivariate import ReconstructionDrift
+
+        multivariate = ReconstructionDrift(reference, numeric, categorical).compare(current)
+    # One family of tests per batch: each at false_alarm_rate / tests keeps the batch's false-alarm rate
+    # at most false_alarm_rate (Bonferroni).
+    alpha = cfg.false_alarm_rate / (len(results) + (multivariate is not None))
+    if cfg.thresholds == "calibrated":
+        for f in results:
+            calibrate_status(f, len(current), alpha, cfg)
+    if multivariate is not None:
+        multivariate["alert"] = multivariate["p_value"] < alpha
     alerting = sorted((f for f in features if f.status == "alert"), key=lambda f: -f.psi)
     share = len(alerting) / len(features) if features else 0.0
     statuses = [f.status for f in features] + ([prediction.status] if prediction else [])
     prediction_alerts = prediction is not None and prediction.status == "alert"
-    if (alerting and share >= cfg.min_drifted_share) or prediction_alerts:
+    # The joint signal decides only when no feature alerts: a marginal shift also raises the reconstruction
+    # error, and then min_drifted_share must still apply.
+    joint_alerts = multivariate is not None and multivariate["alert"] and not alerting
+    if (alerting and share >= cfg.min_drifted_share) or prediction_alerts or joint_alerts:
         status: Status = "alert"
     elif any(s != "ok" for s in statuses):
         status = "warn"
@@ -212,7 +257,25 @@ def compute_drift(
         drifted_features=[f.feature for f in alerting],
         share_drifted=share,
         status=status,
+        thresholds=cfg.thresholds,
+        alpha=alpha,
+        multivariate=multivariate,
     )
+
+
+def calibrate_status(f: FeatureDrift, n_current: int, alpha: float, cfg: MonitoringConfig) -> None:
+    """Set ``f``'s status from its PSI's null distribution at ``n_current`` rows: ``alert`` when the
+    resampled p-value is below ``alpha``, ``warn`` below ``cfg.false_alarm_rate`` (or a test p-value below
+    ``ks_pvalue``), else ``ok``; records the p-value and the PSI that would alert at this size."""
+    null = psi_null(np.asarray(f.ref_counts), n_current, cfg.null_resamples, seed=zlib.crc32(str(f.feature).encode()))
+    f.psi_p_value = resampled_p_value(f.psi, null)
+    f.psi_threshold = float(np.quantile(null, 1.0 - alpha))
+    if f.psi_p_value < alpha:
+        f.status = "alert"
+    elif f.psi_p_value < cfg.false_alarm_rate or f.p_value < cfg.ks_pvalue:
+        f.status = "warn"
+    else:
+        f.status = "ok"
 
 
 def confirm_drift(history: list[str], cfg: MonitoringConfig) -> bool:
@@ -228,6 +291,7 @@ def _numeric_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: MonitoringCon
     ref_sorted, ref_missing = sorted_non_missing(_as_float(ref, name, "reference"))
     cur_sorted, cur_missing = sorted_non_missing(_as_float(cur, name, "current"))
     labels, ref_share, cur_share = numeric_bins(ref_sorted, ref_missing, cur_sorted, cur_missing)
+    ref_counts = np.rint(ref_share * (ref_sorted.size + ref_missing)).astype(np.int64)
     psi = psi_of_shares(ref_share, cur_share)
     statistic, p_value = ks_sorted(ref_sorted, cur_sorted)
     return FeatureDrift(
@@ -242,6 +306,7 @@ def _numeric_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: MonitoringCon
         bins=labels,
         ref_share=ref_share.tolist(),
         cur_share=cur_share.tolist(),
+        ref_counts=ref_counts.tolist(),
     )
 
 
@@ -285,6 +350,7 @@ def _categorical_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: Monitorin
         bins=labels,
         ref_share=ref_plot.tolist(),
         cur_share=cur_plot.tolist(),
+        ref_counts=ref_counts.tolist(),
     )
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 from airloop.config import PipelineConfig
 from airloop.data.datasets import attach_labels, feature_columns
 from airloop.errors import BadInput, NothingToDo
+from airloop.monitoring import performance as perf
 from airloop.store import lake as lk
 from airloop.store import models
 from airloop.store.lake import Lake
@@ -37,16 +38,21 @@ def live_metric(cfg: PipelineConfig, lake: Lake, model_version: str) -> dict:
     return {"rows": len(joined), **{f"live_{k}": v for k, v in metrics.items()}}
 
 
-def verdict_history(lake: Lake, model_version: str, until_batch: str) -> list[str]:
-    """Drift statuses of earlier days monitored against the same champion, oldest first."""
-    statuses = []
+def earlier_verdicts(lake: Lake, model_version: str, until_batch: str) -> list[dict]:
+    """Verdicts of earlier days monitored against the same champion, oldest first."""
+    out = []
     for batch in lake.batches("monitoring"):
         if batch >= until_batch:
             continue
         verdict = lk.read_json(lk.join(lake.partition("monitoring", batch), "verdict.json"))
         if verdict.get("model_version") == model_version:
-            statuses.append(verdict["status"])
-    return statuses
+            out.append(verdict)
+    return out
+
+
+def verdict_history(lake: Lake, model_version: str, until_batch: str) -> list[str]:
+    """Drift statuses of earlier days monitored against the same champion, oldest first."""
+    return [v["status"] for v in earlier_verdicts(lake, model_version, until_batch)]
 
 
 class MissingReference(BadInput):
@@ -58,8 +64,12 @@ def monitor_batch(
 ) -> dict:
     """Measure drift of one validated batch against the champion's reference sample.
 
+    Also estimates the champion's primary metric on the batch before its labels arrive (CBPE or DLE, see
+    :mod:`airloop.monitoring.performance`), sets each earlier day's estimate beside its realized value, and
+    decides on a retrain under ``retrain.trigger``.
     Writes an HTML report and a verdict JSON to the lake and logs metrics to MLflow; returns
-    {"batch_id","status","confirmed","drifted_features","psi","report_uri","live","model_version","run_id"}.
+    {"batch_id","status","confirmed","drifted_features","psi","report_uri","live","model_version","run_id",
+    "estimate","estimate_below","retrain","trigger_reason","impact","estimates"}.
     Raises NoChampion when there is no champion, and a BadInput (MissingReference, LakeError, DriftInputError)
     when its reference sample or the batch cannot be read or compared.
     """
@@ -96,22 +106,51 @@ def monitor_batch(
         pred_col = "prediction"
     reference = reference.assign(_prediction=ref_pred[pred_col].to_numpy())
     current = current.assign(_prediction=cur_pred[pred_col].to_numpy())
+    # The prediction's reference: the champion's scores on its holdout, rows it did not train on.
+    holdout = perf.holdout_of(cfg, run)
+    holdout_pred = None
+    if holdout is not None and len(holdout):
+        holdout_pred = predict_frame(cfg, model, holdout.drop(columns=[cfg.target]))[pred_col].reset_index(drop=True)
     report = drift.compute_drift(
-        reference, current, numeric, categorical, cfg.monitoring, prediction_column="_prediction"
+        reference,
+        current,
+        numeric,
+        categorical,
+        cfg.monitoring,
+        prediction_column="_prediction",
+        prediction_reference=holdout_pred,
     )
     version = str(champion.version)
-    history = [*verdict_history(lake, version, batch_id), report.status]
+    before = earlier_verdicts(lake, version, batch_id)
+    history = [*(v["status"] for v in before), report.status]
     confirmed = drift.confirm_drift(history, cfg.monitoring)
     live = live_metric(cfg, lake, version)
+    estimate = perf.estimate_for_champion(cfg, run, model, current.drop(columns=["_prediction"]), cur_pred)
+    below = perf.estimate_below(cfg, estimate)
+    decision = perf.retrain_decision(cfg, confirmed, [*(bool(v.get("estimate_below")) for v in before), below])
+    realized = perf.realized_by_batch(cfg, lake, version) if estimate is not None else {}
+    track = perf.estimation_track([*before, {"batch_id": batch_id, "estimate": estimate}], realized)
+    impact = perf.impact_text(cfg, report.drifted_features, estimate)
+    est_metrics = {}
+    if estimate is not None:
+        name = f"estimated_{cfg.primary_metric}"
+        est_metrics = perf.as_floats(
+            {name: estimate["value"], f"{name}_lower": estimate["lower"], f"{name}_upper": estimate["upper"]}
+        )
+        latest = next((t for t in reversed(track) if t["realized"] is not None), None)
+        if latest is not None:
+            est_metrics["estimation_error"] = float(latest["error"])
     context = {
         "pipeline": cfg.name,
         "batch": batch_id,
         "champion version": version,
         "reference run": champion.run_id,
         "confirmed": confirmed,
+        "retrain": f"{decision['retrain']} ({decision['reason']})",
         **live,
     }
-    html = render_html(report, f"Drift report: {cfg.name} {batch_id}", context)
+    performance = {"estimate": estimate, "impact": impact, "track": track, "realized": realized.get(batch_id)}
+    html = render_html(report, f"Drift report: {cfg.name} {batch_id}", context, performance)
     report_uri = lk.write_bytes(lake.report("drift", f"{batch_id}.html"), html.encode())
     experiment_id = tracking.ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{batch_id}") as mrun:
@@ -125,11 +164,16 @@ def monitor_batch(
                 "airloop.drift.status": report.status,
                 "airloop.drift.confirmed": str(confirmed).lower(),
                 "airloop.drift.features": ",".join(report.drifted_features),
+                "airloop.retrain": str(decision["retrain"]).lower(),
+                "airloop.retrain.reason": decision["reason"],
+                "airloop.impact": impact[:4000],
             }
         )
-        mlflow.log_metrics({**report.metrics(), **{k: float(v) for k, v in live.items()}})
+        mlflow.log_metrics({**report.metrics(), **{k: float(v) for k, v in live.items()}, **est_metrics})
         mlflow.log_text(html, "drift/report.html")
         mlflow.log_dict(report.to_dict(), "drift/report.json")
+        if estimate is not None:
+            mlflow.log_dict({"estimate": estimate, "track": track}, "performance/estimate.json")
     verdict = {
         "batch_id": batch_id,
         "status": report.status,
@@ -141,7 +185,13 @@ def monitor_batch(
         "live": live,
         "run_id": mrun.info.run_id,
         "monitored_at": dt.datetime.now(dt.UTC).isoformat(),
-        "summary": report.summary(),
+        "summary": report.summary() + "\n  " + impact,
+        "estimate": estimate,
+        "estimate_below": below,
+        "retrain": decision["retrain"],
+        "trigger_reason": decision["reason"],
+        "impact": impact,
+        "estimates": track,
     }
     lk.write_json(lk.join(lake.partition("monitoring", batch_id), "verdict.json"), verdict)
     # The staleness record of every champion so far (days monitored, live-metric trend, time to stale).
@@ -162,10 +212,12 @@ class DriftNotConfirmed(NothingToDo):
 
 
 def require_confirmed(verdict: dict) -> dict:
-    """Pass a confirmed drift verdict through; raise DriftNotConfirmed otherwise."""
-    if not verdict.get("confirmed"):
+    """Pass a verdict that starts a retrain (``retrain``, under ``retrain.trigger``; older verdicts: a
+    confirmed drift) through; raise DriftNotConfirmed otherwise."""
+    if not verdict.get("retrain", verdict.get("confirmed")):
+        reason = verdict.get("trigger_reason") or "drift not confirmed"
         raise DriftNotConfirmed(
-            f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')} is not confirmed; no retraining"
+            f"drift status {verdict.get('status')!r} on {verdict.get('batch_id')}: {reason}; no retraining"
         )
     return verdict
 
@@ -173,8 +225,9 @@ def require_confirmed(verdict: dict) -> dict:
 def alert_document(cfg: PipelineConfig, verdict: dict) -> dict:
     """The confirmed-drift alert: {"pipeline","batch_id","model_version","features","report_uri","text"}."""
     feats = verdict.get("drifted_features") or []
+    reason = verdict.get("trigger_reason") or "drift confirmed"
     text = (
-        f"Airloop: drift confirmed on pipeline {cfg.name!r}, batch {verdict.get('batch_id')}, champion "
+        f"Airloop: {reason} on pipeline {cfg.name!r}, batch {verdict.get('batch_id')}, champion "
         f"v{verdict.get('model_version')}; drifting features: {', '.join(feats[:8]) or '-'}. Retraining is "
         f"triggered (guards permitting). Report: {verdict.get('report_uri')}"
     )
@@ -234,13 +287,20 @@ def champion_history(cfg: PipelineConfig, lake: Lake) -> list[dict]:
             entry["live"].append([batch, round(float(value), 5)])
         if entry["stale_on"] is None:
             below = value is not None and floor is not None and (value < floor if higher else value > floor)
-            if v.get("confirmed") or below:
+            if v.get("confirmed") or below or v.get("estimate_below"):
                 entry["stale_on"] = batch
-                entry["stale_reason"] = (
-                    f"drift confirmed on {', '.join((v.get('drifted_features') or [])[:4]) or 'the prediction'}"
-                    if v.get("confirmed")
-                    else f"{metric} {value:.4f} {'below' if higher else 'above'} evaluation.min_value {floor}"
-                )
+                est = v.get("estimate") or {}
+                if v.get("confirmed"):
+                    feats = ", ".join((v.get("drifted_features") or [])[:4]) or "the prediction"
+                    entry["stale_reason"] = f"drift confirmed on {feats}"
+                elif below:
+                    entry["stale_reason"] = (
+                        f"{metric} {value:.4f} {'below' if higher else 'above'} evaluation.min_value {floor}"
+                    )
+                else:
+                    shown = est.get("value")
+                    shown = "n/a" if shown is None else f"{shown:.4f}"
+                    entry["stale_reason"] = f"estimated {cfg.primary_metric} {shown} past its floor"
     out = []
     for entry in by_version.values():
         first = dt.date.fromisoformat(entry["first_batch"])

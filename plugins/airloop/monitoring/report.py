@@ -29,10 +29,14 @@ figcaption{font-size:13px;margin-bottom:4px} .legend{font-size:12px;color:#61616
 """
 
 
-def render_html(report: DriftReport, title: str, context: dict[str, Any] | None = None) -> str:
+def render_html(
+    report: DriftReport, title: str, context: dict[str, Any] | None = None, performance: dict[str, Any] | None = None
+) -> str:
     """A self-contained HTML page (inline CSS and SVG, no scripts, no network) for one drift report.
 
     ``context`` is shown as key/value pairs under the title: pipeline, batch, model version, reference run.
+    ``performance`` ({"estimate", "impact", "track", "realized"} from :mod:`airloop.monitoring.performance`)
+    adds the estimated performance, per segment, and the estimates of earlier days beside their realized values.
     """
     esc = html.escape
     rows = sorted(report.features, key=lambda f: -f.psi)
@@ -45,6 +49,7 @@ def render_html(report: DriftReport, title: str, context: dict[str, Any] | None 
         js = "" if f.js is None else _fmt(f.js, 3)
         table_rows.append(
             f"<tr><td>{esc(label)}</td><td>{f.kind}</td><td class='num'>{_fmt(f.psi, 3)}</td>"
+            f"<td class='num'>{_fmt(f.psi_threshold, 3)}</td><td class='num'>{_fmt_p(f.psi_p_value)}</td>"
             f"<td>{f.test}</td><td class='num'>{_fmt(f.statistic, 3)}</td>"
             f"<td class='num'>{_fmt_p(f.p_value)}</td><td class='num'>{js}</td>"
             f"<td><span class='badge {f.status}'>{f.status}</span></td></tr>"
@@ -67,10 +72,11 @@ def render_html(report: DriftReport, title: str, context: dict[str, Any] | None 
 <dt>drifted</dt><dd>{len(report.drifted_features)} of {len(report.features)} features
 ({report.share_drifted:.0%})</dd></dl>
 <pre>{esc(report.summary())}</pre>
+{_performance_html(performance)}
 <h2>Features by PSI</h2>
 <table>
-<tr><th>feature</th><th>kind</th><th>PSI</th><th>test</th><th>statistic</th><th>p-value</th><th>JS</th>
-<th>status</th></tr>
+<tr><th>feature</th><th>kind</th><th>PSI</th><th>alerts at PSI</th><th>resampled p</th><th>test</th>
+<th>statistic</th><th>p-value</th><th>JS</th><th>status</th></tr>
 {"".join(table_rows)}
 </table>
 <h2>Distributions</h2>
@@ -81,6 +87,47 @@ reference &nbsp; <svg width="10" height="10"><rect width="10" height="10" fill="
 </body>
 </html>
 """
+
+
+def _performance_html(performance: dict[str, Any] | None) -> str:
+    """The estimated performance, per segment, and earlier estimates beside their realized values."""
+    if not performance:
+        return ""
+    esc = html.escape
+    est = performance.get("estimate")
+    parts = ["<h2>Performance before labels</h2>", f"<p>{esc(performance.get('impact') or '')}</p>"]
+    if est:
+        parts.append(
+            f"<dl><dt>method</dt><dd>{esc(str(est['method']).upper())} (calibration: "
+            f"{esc(str(est.get('calibration')))})</dd><dt>estimated {esc(est['metric'])}</dt>"
+            f"<dd>{_fmt(est['value'], 4)} (90% band {_fmt(est['lower'], 4)} to {_fmt(est['upper'], 4)})</dd>"
+            f"<dt>champion holdout</dt><dd>{_fmt(est.get('reference_value'), 4)}</dd></dl>"
+        )
+        realized = (performance.get("realized") or {}).get("segments") or {}
+        rows = [
+            f"<tr><td>{esc(s['column'])}={esc(str(s['value']))}</td><td class='num'>{s['rows']}</td>"
+            f"<td class='num'>{_fmt(s['estimate'], 4)}</td><td class='num'>"
+            f"{_fmt(realized.get(s['column'] + '=' + str(s['value'])), 4)}</td>"
+            f"<td>{'yes' if s['judged'] else 'no (too few rows)'}</td></tr>"
+            for s in est.get("segments", [])
+        ]
+        if rows:
+            parts.append(
+                "<h3>Per segment</h3><table><tr><th>segment</th><th>rows</th><th>estimated</th>"
+                "<th>realized</th><th>estimated?</th></tr>" + "".join(rows) + "</table>"
+            )
+    track = performance.get("track") or []
+    if track:
+        rows = [
+            f"<tr><td>{esc(t['batch_id'])}</td><td class='num'>{_fmt(t['estimate'], 4)}</td>"
+            f"<td class='num'>{_fmt(t['realized'], 4)}</td><td class='num'>{_fmt(t['error'], 4)}</td></tr>"
+            for t in track
+        ]
+        parts.append(
+            "<h3>Estimated and realized, by batch</h3><table><tr><th>batch</th><th>estimated</th>"
+            "<th>realized</th><th>error</th></tr>" + "".join(rows) + "</table>"
+        )
+    return "\n".join(parts)
 
 
 def _bars_svg(f: FeatureDrift, width: int = 380, height: int = 170) -> str:
@@ -115,9 +162,9 @@ def _bars_svg(f: FeatureDrift, width: int = 380, height: int = 170) -> str:
     return "".join(parts)
 
 
-def _fmt(value: float, digits: int) -> str:
+def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _fmt_p(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.2g}"
+def _fmt_p(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2g}"

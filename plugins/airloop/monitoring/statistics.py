@@ -212,3 +212,30 @@ def psi_of_shares(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     ref = np.maximum(ref_share, PSI_EPSILON)
     cur = np.maximum(cur_share, PSI_EPSILON)
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+# --- calibrated thresholds: PSI's null distribution at the batch's size ----------------------------------
+
+
+def psi_null(ref_counts: np.ndarray, n_current: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """PSI of ``resamples`` no-drift pairs drawn at the real sizes: a reference of ``ref_counts.sum()`` rows
+    and a batch of ``n_current`` rows, both multinomial from the reference's shares.
+
+    Drawing the reference side too matters at large batches: a batch of 100,000 rows compared with a
+    5,000-row reference mostly sees the reference's own sampling noise.
+    """
+    ref_counts = np.asarray(ref_counts, dtype=np.int64)
+    n_ref = int(ref_counts.sum())
+    if n_ref == 0 or n_current == 0 or ref_counts.size < 2:
+        return np.zeros(resamples)
+    rng = np.random.default_rng(seed)
+    q = ref_counts / n_ref
+    ref = rng.multinomial(n_ref, q, size=resamples) / n_ref
+    cur = rng.multinomial(int(n_current), q, size=resamples) / int(n_current)
+    ref, cur = np.maximum(ref, PSI_EPSILON), np.maximum(cur, PSI_EPSILON)
+    return np.sum((cur - ref) * np.log(cur / ref), axis=1)
+
+
+def resampled_p_value(observed: float, null: np.ndarray) -> float:
+    """The share of the null at or above ``observed``, with the +1 correction (never exactly 0)."""
+    return float((1 + np.count_nonzero(null >= observed - 1e-12)) / (null.size + 1))

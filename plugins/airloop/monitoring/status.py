@@ -170,8 +170,28 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
             for k in ("batch_id", "status", "confirmed", "drifted_features", "report_uri", "model_version")
         },
         "retrains": retrain_log(lake),
+        "estimated_performance": estimated_performance(verdict),
         "staleness": history,
         "lake_uri": lake.root,
+    }
+
+
+def estimated_performance(verdict: dict | None) -> dict | None:
+    """The last verdict's estimate before labels, its retrain decision, and estimated vs realized by batch."""
+    est = (verdict or {}).get("estimate")
+    if not est:
+        return None
+    return {
+        "batch_id": verdict.get("batch_id"),
+        "method": est.get("method"),
+        "metric": est.get("metric"),
+        "value": est.get("value"),
+        "lower": est.get("lower"),
+        "upper": est.get("upper"),
+        "holdout_value": est.get("reference_value"),
+        "retrain": verdict.get("retrain"),
+        "reason": verdict.get("trigger_reason"),
+        "by_batch": verdict.get("estimates") or [],
     }
 
 
@@ -231,6 +251,15 @@ def render(doc: dict) -> str:
             lines.append(f"            report: {d['report_uri']}")
         else:
             lines.append("  drift     not monitored yet")
+        e = p.get("estimated_performance")
+        if e and e["value"] is not None:
+            realized = [t for t in e["by_batch"] if t["realized"] is not None]
+            last = f"; last realized {realized[-1]['realized']:.4f} on {realized[-1]['batch_id']}" if realized else ""
+            lines.append(
+                f"  estimate  {e['batch_id']}: {e['metric']} {e['value']:.4f} ({e['method']}, holdout "
+                f"{e['holdout_value'] if e['holdout_value'] is None else round(e['holdout_value'], 4)}){last}; "
+                f"retrain: {e['retrain']} ({e['reason']})"
+            )
         lines.append(f"  retrains  {len(p['retrains'])}")
         for h in p.get("staleness") or []:
             if champ and h["model_version"] == champ["version"]:

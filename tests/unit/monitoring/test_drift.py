@@ -158,7 +158,11 @@ def test_metrics_and_dict_are_flat_and_json_able():
     cur["empty"] = np.nan
     report = compute_drift(ref, cur, [*NUMERIC, "empty"], CATEGORICAL, CFG)
     metrics = report.metrics()
-    assert set(metrics) == {f"drift_psi_{c}" for c in [*NUMERIC, "empty", *CATEGORICAL]} | {"drift_share"}
+    assert set(metrics) == {f"drift_psi_{c}" for c in [*NUMERIC, "empty", *CATEGORICAL]} | {
+        "drift_share",
+        "drift_multivariate_error",
+        "drift_multivariate_p",
+    }
     assert all(isinstance(v, float) for v in metrics.values())
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     empty = next(f for f in data["features"] if f["feature"] == "empty")
