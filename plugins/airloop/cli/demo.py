@@ -18,7 +18,7 @@ from airloop.demo.simulate import SimulationSpec
 
 
 def cmd_demo(args) -> int:
-    from airloop.demo.run import run as demo
+    from airloop.demo import run as demo
 
     cfg = get_pipeline(args.name)
     spec = SimulationSpec(

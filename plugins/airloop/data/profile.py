@@ -281,12 +281,12 @@ def _log_to_mlflow(cfg: PipelineConfig, profile: Profile, page: str) -> str:
 
     from airloop.store import tracking
 
-    experiment_id = tracking.ensure_experiment(cfg)  # configures the tracking URI before the client exists
+    experiment_id = tracking.ensure_experiment(cfg, "data")  # configures the tracking URI before the client exists
     client = MlflowClient()
     run = client.create_run(
         experiment_id,
         run_name="profile",
-        tags={**tracking.lineage_tags(None), "airloop.stage": "profile"},
+        tags={**tracking.lineage_tags(None), "airloop.stage": "profile", tracking.RUN_TYPE_TAG: "profile"},
     )
     client.log_text(run.info.run_id, page, "profile/profile.html")
     client.log_dict(run.info.run_id, profile.to_dict(), "profile/profile.json")

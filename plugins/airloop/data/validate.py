@@ -306,6 +306,7 @@ def validate_batch(
         "rows": len(frame),
         "warnings": len(outcome.warnings),
         "data_docs": docs_index,
+        "mlflow_run_id": manifest["validation"].get("mlflow_run_id"),
         "replayed": replay,
         "summary": f"{'Replay: ' if replay else ''}Read {staged_uri} ({len(frame)} rows); verdict {verdict}; "
         f"wrote {out_uri}\n" + outcome.summary(),
@@ -334,11 +335,12 @@ def record_in_mlflow(cfg: PipelineConfig, batch_id: str, validation: dict, run_i
 
     from airloop.store import tracking
 
-    experiment_id = tracking.ensure_experiment(cfg)
+    experiment_id = tracking.ensure_experiment(cfg, "data")
     client = MlflowClient()
     tags = {
         **tracking.lineage_tags(run_info),
         "airloop.stage": "validate",
+        tracking.RUN_TYPE_TAG: "validation",
         "airloop.batch_id": batch_id,
         "airloop.verdict": validation["verdict"],
         "airloop.replay": str(validation.get("replay", False)).lower(),
