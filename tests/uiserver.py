@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
 from services import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -267,6 +267,10 @@ def validate_batch(
     # On an s3:// lake there is no local folder to build into; Data Docs are skipped (the verdict and the
     # failures still go to the manifest and the task log). Uploading a built site is a possible follow-up.
     outcome = validate_frame(frame, suite, docs_dir=docs_dir, batch_id=batch_id)
+    if docs_dir and outcome.data_docs:
+        from airloop.data.datadocs import localize
+
+        localize(Path(docs_dir))  # GX's pages load their scripts from CDNs: point them at local copies
     docs_index = join(docs_uri, "index.html") if outcome.data_docs else None
     outcome.data_docs = docs_index  # report the lake URI, as every other Airloop path
 
