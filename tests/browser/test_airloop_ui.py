@@ -93,9 +93,17 @@ def test_airloop_page_shows_the_status_behind_the_login(airloop_ui, page, tmp_pa
             assert link.inner_text() == run["state"]
             assert link.get_attribute("href") == f"/dags/{run['dag_id']}/runs/{run['run_id']}"
     assert row.locator("[data-testid=approvals]").inner_text() == "none pending" and churn["approvals"] == []
-    run_link = row.locator("[data-testid=champion-run]").get_attribute("href")
-    assert run_link.startswith(ui.mlflow_url) and run_link.endswith(f"/runs/{champion['run_id']}")
     screenshot(page, "ui-airloop-page.png", tmp_path)
+
+    # Links work from inside Airflow's sandboxed frame: MLflow opens in a new tab, Airflow pages in the UI.
+    with page.context.expect_page(timeout=60_000) as opened:
+        row.locator("[data-testid=champion-run]").click()
+    assert opened.value.url.startswith(ui.mlflow_url) and opened.value.url.endswith(f"/runs/{champion['run_id']}")
+    opened.value.close()
+    train = churn["dag_runs"]["train"]
+    row.locator("[data-testid=run-train]").click()
+    page.wait_for_url(f"{ui.airflow_url}/dags/{train['dag_id']}/runs/{train['run_id']}", timeout=120_000)
+    page.go_back()
 
     # The drift report opens from the page, served through the plugin (also without a file:// path).
     report = frame.locator("[data-testid=drift-report]").get_attribute("href")
@@ -110,12 +118,10 @@ def test_a_training_task_links_to_its_mlflow_run(airloop_ui, page, tmp_path):
     train = churn["dag_runs"]["train"]
     login(page, ui)
     ti = f"{ui.airflow_url}/dags/{train['dag_id']}/runs/{train['run_id']}/tasks/train_candidate/mapped/0"
-    page.goto(f"{ti}/plugin/airloop_evidence", timeout=120_000)
-    frame = page.frame_locator("iframe")
-    link = frame.locator("[data-testid=evidence-mlflow_run]")
+    page.goto(ti, timeout=120_000)
+    link = page.get_by_role("link", name="MLflow run")  # the task's extra link
     link.wait_for(timeout=120_000)
-    href = link.get_attribute("href")
-    run_id = href.rsplit("/", 1)[-1]
+    run_id = link.get_attribute("href").rsplit("/", 1)[-1]
 
     # The link is what the task recorded: the MLflow run tagged with this very DAG run and map index.
     from mlflow.tracking import MlflowClient
@@ -125,7 +131,6 @@ def test_a_training_task_links_to_its_mlflow_run(airloop_ui, page, tmp_path):
     assert run.data.tags["airflow.run_id"] == train["run_id"]
     assert run.data.tags["airflow.map_index"] == "0"
     assert run.data.tags["airloop.run_type"] == "candidate"
-    screenshot(page, "ui-task-evidence.png", tmp_path)
 
     with page.context.expect_page(timeout=60_000) as opened:
         link.click()
@@ -133,6 +138,14 @@ def test_a_training_task_links_to_its_mlflow_run(airloop_ui, page, tmp_path):
     mlflow_page.wait_for_load_state("domcontentloaded", timeout=120_000)
     assert mlflow_page.url.startswith(ui.mlflow_url) and run_id in mlflow_page.url
     mlflow_page.get_by_text(run.info.run_name).first.wait_for(timeout=120_000)
+    mlflow_page.close()
+
+    # The task's Airloop tab lists the same evidence.
+    page.goto(f"{ti}/plugin/airloop_evidence", timeout=120_000)
+    tab = page.frame_locator("iframe").locator("[data-testid=evidence-mlflow_run]")
+    tab.wait_for(timeout=120_000)
+    assert tab.get_attribute("href").endswith(f"/runs/{run_id}")
+    screenshot(page, "ui-task-evidence.png", tmp_path)
 
 
 def test_mlflow_opens_candidates_in_the_training_view(airloop_ui, page):

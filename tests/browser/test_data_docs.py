@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from airloop.data.datadocs import external_references, localize
 from airloop.data.validate import validate_frame
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+pytestmark = pytest.mark.slow  # a browser test: `make test` (which installs Chromium) runs it, test-fast does not
 
 
 def test_data_docs_render_offline(tmp_path, page):

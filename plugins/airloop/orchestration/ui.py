@@ -203,3 +203,39 @@ def create_app() -> FastAPI:
         return Response(lk.read_bytes(uri), media_type=media)
 
     return app
+
+
+def absolute(url: str) -> str:
+    """``url`` made absolute with Airflow's ``[api] base_url`` when it is a path of this server (the UI shows
+    extra links only with an http(s) URL); empty when that is not configured."""
+    if not url.startswith("/"):
+        return url
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{url}" if base.startswith("http") else ""
+
+
+def evidence_link_classes() -> list[type]:
+    """Operator extra links (one per kind of evidence) shown on every task instance in the Airflow UI; each is
+    the URL of what that task recorded (XCom ``airloop_links``), empty (a disabled button) when it recorded none.
+    Evaluated by the api-server, which reads the XCom."""
+    from airflow.sdk import BaseOperatorLink
+
+    from airloop.orchestration.evidence import LABELS
+
+    def make(kind: str, label: str) -> type:
+        def get_link(self, operator, *, ti_key) -> str:
+            try:
+                refs = task_links(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index)
+                mine = [r for r in refs if r["kind"] == kind][:1]
+                url = resolve(mine).get((kind, mine[0]["ref"]), "") if mine else ""
+                return absolute(url)
+            except Exception as err:  # noqa: BLE001 - a link must never break the task page
+                log.warning("Airloop: no %s link for %s: %s", kind, ti_key, err)
+                return ""
+
+        name = f"Airloop{kind.title().replace('_', '')}Link"
+        return type(name, (BaseOperatorLink,), {"name": label, "get_link": get_link, "__module__": __name__})
+
+    return [make(kind, label) for kind, label in LABELS.items() if kind not in ("gate_verdict", "profile")]

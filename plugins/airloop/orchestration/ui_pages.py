@@ -1,7 +1,9 @@
-"""HTML of the Airloop plugin pages (see :mod:`airloop.orchestration.ui`): self-contained (no CDN, no script),
-so they render offline inside the Airflow UI's frame. Pure functions of the status document and references.
+"""HTML of the Airloop plugin pages (see :mod:`airloop.orchestration.ui`): self-contained (no CDN), so they
+render offline inside the Airflow UI's frame. Pure functions of the status document and references.
 
-Links to Airflow pages open in the whole UI (``target=_top``); MLflow and reports open in a new tab.
+Links to Airflow pages open in the whole UI (``target=_top``); MLflow and reports open in a new tab. Airflow
+sandboxes the frame (no popups, no top navigation), so a small script (:data:`FRAME_LINKS`) follows a clicked
+link from the top document, which the frame may reach because it is served from the same origin.
 """
 
 from __future__ import annotations
@@ -24,13 +26,30 @@ th{background:#f6f8fa;font-weight:600} ul{margin:4px 0;padding-left:18px} li{mar
 th,td{border-color:#30363d} a{color:#4493f8} .meta,.small{color:#9198a1}}
 """
 
+FRAME_LINKS = """
+document.addEventListener("click", function (event) {
+  var link = event.target.closest("a[href]");
+  if (!link || window.top === window || event.defaultPrevented) return;
+  var top;
+  try { top = window.top.document; } catch (err) { return; }
+  event.preventDefault();
+  var proxy = top.createElement("a");
+  proxy.href = link.href;
+  proxy.target = link.target === "_top" ? "_self" : "_blank";
+  proxy.rel = "noopener";
+  top.body.appendChild(proxy);
+  proxy.click();
+  proxy.remove();
+});
+"""
+
 STATE_CLASS = {"success": "ok", "failed": "bad", "upstream_failed": "bad", "running": "warn", "queued": "warn"}
 
 
 def _page(title: str, body: str) -> str:
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+        f"<style>{STYLE}</style><script>{FRAME_LINKS}</script></head><body>{body}</body></html>"
     )
 
 
