@@ -94,7 +94,7 @@ def _wait(ui: UI, url: str, what: str, timeout_s: float) -> None:
     raise RuntimeError(f"{what} at {url} not ready within {timeout_s:.0f} s ({last})\n{ui.log_tail()}")
 
 
-def start_ui(home: Path, workdir: Path, env: dict[str, str], timeout_s: float = 180) -> UI:
+def start_ui(home: Path, workdir: Path, env: dict[str, str], timeout_s: float = 300) -> UI:
     """Start ``airflow api-server`` and ``mlflow ui`` on the state under ``home`` (made by ``airloop run``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     api_port, mlflow_port = free_port(), free_port()

@@ -268,7 +268,7 @@ def render(doc: dict) -> str:
             if st:
                 last = f"{st['live'][-1][1]:.4f} on {st['live'][-1][0]}" if st["live"] else "no labels yet"
                 lines.append(
-                    f"  staleness {st['days_monitored']} day(s) monitored; {st['live_metric']} (live) {last}, trend "
+                    f"  staleness {st['days_monitored']} day(s) monitored; {st['live_metric']} {last}, trend "
                     f"{st['trend'] or 'n/a'}"
                     + (f" ({st['trend_per_day']:+.4f}/day)" if st["trend_per_day"] is not None else "")
                     + (
