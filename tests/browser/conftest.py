@@ -33,3 +33,47 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+# A small closed loop run through Airflow (`airloop demo` on a light churn pipeline), then Airflow's api-server
+# with the Airloop plugin and an MLflow server on it. Shared by every UI test of the session.
+LIGHT_CHURN = {
+    "training": {
+        "n_iter": 1,
+        "cv_folds": 2,
+        "candidates": [
+            {
+                "name": "logistic_regression",
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "params": {"max_iter": 300},
+            }
+        ],
+    },
+    "evaluation": {"primary_metric": "roc_auc", "min_value": 0.6, "tolerance": 0.0, "bootstrap_resamples": 50},
+}
+
+
+@pytest.fixture(scope="session")
+def airloop_ui(tmp_path_factory):
+    """{"ui": uiserver.UI, "home", "env", "status" (`airloop status --json` after the run)}."""
+    import json
+
+    import yaml
+    from uiserver import REPO, airloop, airloop_env, start_ui
+
+    root = tmp_path_factory.mktemp("airloop_ui")
+    home, pipelines = root / "home", root / "pipelines"
+    pipelines.mkdir()
+    doc = yaml.safe_load((REPO / "include" / "pipelines" / "churn.yaml").read_text())
+    doc.update(LIGHT_CHURN)
+    (pipelines / "churn.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = airloop_env(home, AIRLOOP_PIPELINES_DIR=str(pipelines))
+    demo = airloop(["demo", "--days", "2", "--drift-day", "2", "--daily-rows", "300", "--history-rows", "800"], env)
+    assert demo.returncode == 0, f"demo failed:\n{demo.stdout[-3000:]}\n{demo.stderr[-3000:]}"
+    status = airloop(["status", "--json"], env)
+    assert status.returncode == 0, status.stderr[-3000:]
+    ui = start_ui(home, root / "servers", env)
+    try:
+        yield {"ui": ui, "home": home, "env": ui.env, "status": json.loads(status.stdout), "demo": demo.stdout}
+    finally:
+        ui.stop()

@@ -155,7 +155,13 @@ def profile_frame(cfg: PipelineConfig, frame: pd.DataFrame) -> Profile:
     target_dist: list[tuple[str, int]] = []
     if target is not None:
         if cfg.task == "classification":
-            target_dist = [(str(k), int(v)) for k, v in target.value_counts(dropna=False).sort_index().items()]
+            known = target.dropna()
+            if pd.api.types.is_float_dtype(known) and (known == known.round()).all():
+                known = known.astype(int)  # labels joined next to missing ones became floats: 1.0 is class 1
+            target_dist = [(str(k), int(v)) for k, v in known.value_counts().sort_index().items()]
+            unlabeled = int(target.isna().sum())
+            if unlabeled:  # rows whose label has not arrived: say so instead of a "nan" class
+                target_dist.append(("not labeled yet", unlabeled))
         else:
             target_dist = _numeric_profile(target, None, cfg.task)["histogram"]
     return Profile(
@@ -252,6 +258,21 @@ def render_html(profile: Profile, source: str = "") -> str:
 """
 
 
+def join_labels(cfg: PipelineConfig, frame: pd.DataFrame, lake: Any = None) -> tuple[pd.DataFrame, int]:
+    """``frame`` with the target filled from the pipeline's delayed labels feed (the lake's ``labels/`` zone),
+    and how many rows got a label that way. Without a labels feed or an id column the frame is returned as is."""
+    from airloop.data.datasets import attach_labels
+    from airloop.store.lake import Lake
+
+    if cfg.labels is None or cfg.id_column is None or cfg.id_column not in frame.columns:
+        return frame, 0
+    labels = (lake or Lake(cfg.name)).read_zone("labels")
+    before = int(frame[cfg.target].notna().sum()) if cfg.target in frame.columns else 0
+    out = attach_labels(cfg, frame, labels)
+    after = int(out[cfg.target].notna().sum()) if cfg.target in out.columns else 0
+    return out, after - before
+
+
 def profile_pipeline(
     cfg: PipelineConfig, frame: pd.DataFrame, *, source: str = "", track: bool = True
 ) -> dict[str, Any]:
@@ -260,6 +281,7 @@ def profile_pipeline(
     "summary"}."""
     from airloop.store import lake as lk
 
+    frame, joined = join_labels(cfg, frame)
     profile = profile_frame(cfg, frame)
     page = render_html(profile, source)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
@@ -271,7 +293,9 @@ def profile_pipeline(
         "rows": profile.rows,
         "columns": len(profile.columns),
         "mlflow_run_id": run_id,
-        "summary": f"Profiled {profile.rows} rows of {cfg.name!r}; most associated with the target: "
+        "labels_joined": joined,
+        "summary": f"Profiled {profile.rows} rows of {cfg.name!r} ({joined} labels joined from the labels feed); "
+        "most associated with the target: "
         f"{', '.join(top) or '-'}; report {uri}",
     }
 
@@ -281,12 +305,12 @@ def _log_to_mlflow(cfg: PipelineConfig, profile: Profile, page: str) -> str:
 
     from airloop.store import tracking
 
-    experiment_id = tracking.ensure_experiment(cfg)  # configures the tracking URI before the client exists
+    experiment_id = tracking.ensure_experiment(cfg, "data")  # configures the tracking URI before the client exists
     client = MlflowClient()
     run = client.create_run(
         experiment_id,
         run_name="profile",
-        tags={**tracking.lineage_tags(None), "airloop.stage": "profile"},
+        tags={**tracking.lineage_tags(None), "airloop.stage": "profile", tracking.RUN_TYPE_TAG: "profile"},
     )
     client.log_text(run.info.run_id, page, "profile/profile.html")
     client.log_dict(run.info.run_id, profile.to_dict(), "profile/profile.json")

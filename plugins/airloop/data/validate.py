@@ -283,6 +283,10 @@ def validate_batch(
         refusals = default_suite_refusals(cfg, frame, first_batch=first)
         outcome.critical += refusals
         outcome.success = outcome.success and not refusals
+    if docs_dir and outcome.data_docs:
+        from airloop.data.datadocs import localize
+
+        localize(Path(docs_dir))  # GX's pages load their scripts from CDNs: point them at local copies
     docs_index = join(docs_uri, "index.html") if outcome.data_docs else None
     outcome.data_docs = docs_index  # report the lake URI, as every other Airloop path
 
@@ -325,6 +329,7 @@ def validate_batch(
         "rows": len(frame),
         "warnings": len(outcome.warnings),
         "data_docs": docs_index,
+        "mlflow_run_id": manifest["validation"].get("mlflow_run_id"),
         "replayed": replay,
         "summary": f"{'Replay: ' if replay else ''}Read {staged_uri} ({len(frame)} rows); verdict {verdict}; "
         f"wrote {out_uri}\n" + outcome.summary(),
@@ -353,11 +358,12 @@ def record_in_mlflow(cfg: PipelineConfig, batch_id: str, validation: dict, run_i
 
     from airloop.store import tracking
 
-    experiment_id = tracking.ensure_experiment(cfg)
+    experiment_id = tracking.ensure_experiment(cfg, "data")
     client = MlflowClient()
     tags = {
         **tracking.lineage_tags(run_info),
         "airloop.stage": "validate",
+        tracking.RUN_TYPE_TAG: "validation",
         "airloop.batch_id": batch_id,
         "airloop.verdict": validation["verdict"],
         "airloop.replay": str(validation.get("replay", False)).lower(),

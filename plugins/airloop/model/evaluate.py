@@ -40,7 +40,7 @@ from airloop.config import PipelineConfig
 from airloop.errors import BadInput, NothingToDo
 from airloop.model import infra
 from airloop.model.baseline import baseline_check, baseline_kind, baseline_scored
-from airloop.model.gate import champion_check, compare, slice_check, slice_metrics, window_check
+from airloop.model.gate import champion_check, compare, describe_interval, slice_check, slice_metrics, window_check
 from airloop.model.metrics import check_metric, compute_metrics, greater_is_better, predict_with_proba
 from airloop.store import lake, models, registry, tracking
 from airloop.store.lake import BATCH_COLUMN
@@ -262,6 +262,7 @@ def evaluate_challenger(
         "champion_version": champion_version,
         "ci": cmp["ci"] if cmp else None,
         "lower_bound": cmp["bounds"][0] if cmp and cmp["bounds"] else None,
+        "interval_90": cmp["bounds"] if cmp and cmp["bounds"] else None,
         "improvement": cmp["improvement"] if cmp else None,
         "metrics": chall_metrics,
         "baseline": baseline,
@@ -431,6 +432,9 @@ def _record(
     metrics: dict[str, float] = {}
     if verdict["champion_metric"] is not None:
         metrics[f"gate_champion_{metric}"] = verdict["champion_metric"]
+    if verdict.get("interval_90"):
+        metrics[f"gate_improvement_{metric}_interval90_low"] = verdict["interval_90"][0]
+        metrics[f"gate_improvement_{metric}_interval90_high"] = verdict["interval_90"][1]
     if verdict["ci"]:
         metrics[f"gate_improvement_{metric}"] = verdict["improvement"]
         metrics[f"gate_improvement_{metric}_ci_low"] = verdict["ci"][0]
@@ -473,8 +477,8 @@ def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], 
     shown = f"{value:.4f}" if value is not None else "undefined"
     if v["champion_metric"] is not None:
         shown += f", champion v{v['champion_version']} {v['champion_metric']:.4f}"
-        if v["ci"]:
-            shown += f" (improvement 95% CI [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}])"
+        if v.get("interval_90"):
+            shown += f" (improvement: {describe_interval(v['lower_bound'], v['interval_90'])})"
     if v.get("baseline"):
         shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
     lines.append(f"  {metric}: challenger {shown}")

@@ -141,6 +141,18 @@ def compare(
     return {"improvement": point, "ci": ci, "bounds": bounds, "resamples": int(len(diffs))}
 
 
+def describe_interval(lower_bound: float | None, interval_90: list[float] | None) -> str:
+    """The gate's interval as every report shows it, consistent with its rule: the one-sided 95% lower bound
+    of the improvement (what the champion check decides on) and the two-sided 90% interval whose lower end
+    it is. (A two-sided 95% interval can include zero while the one-sided 95% bound is above it.)"""
+    if lower_bound is None or not interval_90:
+        return "no bootstrap interval (too few rows)"
+    return (
+        f"one-sided 95% lower bound {lower_bound:+.4f}; two-sided 90% interval "
+        f"[{interval_90[0]:+.4f}, {interval_90[1]:+.4f}] (paired bootstrap on the holdout)"
+    )
+
+
 # ------------------------------------------------------------------------------------------ the checks
 
 
@@ -172,10 +184,10 @@ def champion_check(
     lower = bounds[0]
     passed = lower > -tol
     need = "> 0 (credibly better; tolerance 0)" if tol == 0 else f"> {-tol:g} (tolerance {tol:g})"
-    lo, hi = cmp["ci"]
+    lo, hi = bounds
     detail = (
         f"{head}; one-sided 95% lower bound of the improvement {lower:+.4f} must be {need}; "
-        f"95% CI [{lo:+.4f}, {hi:+.4f}] over {cmp['resamples']} paired bootstrap resamples"
+        f"two-sided 90% interval [{lo:+.4f}, {hi:+.4f}] over {cmp['resamples']} paired bootstrap resamples"
     )
     return {"check": "champion", "passed": passed, "detail": detail}
 

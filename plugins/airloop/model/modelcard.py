@@ -66,14 +66,14 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
         f"({tags.get('airloop.split', '?')} split)",
         f"- Data fingerprint (sha256): `{tags.get('airloop.data_fingerprint', '?')}`",
         "",
-        "## Metrics (frozen holdout)",
+        "## Metrics (frozen holdout, and CV where named)",
         "",
     ]
     cv = run.data.metrics.get(f"cv_{metric}")
-    rows = [[k, v] for k, v in sorted(verdict.get("metrics", {}).items())]
+    rows = [[k, v, "holdout"] for k, v in sorted(verdict.get("metrics", {}).items())]
     if cv is not None:
-        rows.insert(0, [f"cv_{metric}", cv])
-    lines += _table(["metric", "value"], rows)
+        rows.insert(0, [metric, cv, f"CV ({params.get('cv_folds', '?')}-fold, training split)"])
+    lines += _table(["metric", "value", "measured on"], rows)
     base = verdict.get("baseline")
     if base:
         ci = base.get("ci")
@@ -85,19 +85,21 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
             f"95% bootstrap CI {shown}, one-sided 95% lower bound {fmt(base.get('lower_bound'))}.",
         ]
     if verdict.get("champion_metric") is not None:
-        ci = verdict.get("ci")
-        shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "not available"
+        from airloop.model.gate import describe_interval
+
+        shown = describe_interval(verdict.get("lower_bound"), verdict.get("interval_90"))
         lines += [
             "",
             f"Against champion v{verdict['champion_version']} on the same holdout: {metric} "
             f"{fmt(verdict['challenger_metric'])} vs {fmt(verdict['champion_metric'])}; improvement "
-            f"{fmt(verdict.get('improvement'))}, 95% bootstrap CI {shown}.",
+            f"{fmt(verdict.get('improvement'))}; {shown}. The gate's rule: the one-sided 95% lower bound must "
+            f"be above -tolerance ({cfg.evaluation.tolerance:g}).",
         ]
     window = verdict.get("production_window")
     if window and "skipped" not in window:
         lines += [
             "",
-            f"Latest labeled production window ({window['rows']} rows, {', '.join(window['batches'])}): "
+            f"Recent window (latest labeled production rows: {window['rows']} rows, {', '.join(window['batches'])}): "
             f"{metric} {fmt(window['challenger'])} vs champion {fmt(window['champion'])}.",
         ]
     lines += ["", "## Uncertainty (conformal)", ""]

@@ -311,6 +311,7 @@ def train_candidate(
         **tracking.lineage_tags(run_info),
         "airloop.pipeline": cfg.name,
         "airloop.stage": "train",
+        tracking.RUN_TYPE_TAG: "candidate",
         "airloop.candidate": candidate.name,
         "airloop.train_uri": split["train_uri"],
         "airloop.test_uri": split["test_uri"],

@@ -152,13 +152,14 @@ def monitor_batch(
     performance = {"estimate": estimate, "impact": impact, "track": track, "realized": realized.get(batch_id)}
     html = render_html(report, f"Drift report: {cfg.name} {batch_id}", context, performance)
     report_uri = lk.write_bytes(lake.report("drift", f"{batch_id}.html"), html.encode())
-    experiment_id = tracking.ensure_experiment(cfg)
+    experiment_id = tracking.ensure_experiment(cfg, "monitoring")
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{batch_id}") as mrun:
         mlflow.set_tags(
             {
                 **tracking.lineage_tags(run_info),
                 "airloop.pipeline": cfg.name,
                 "airloop.stage": "monitor",
+                tracking.RUN_TYPE_TAG: "monitoring",
                 "airloop.batch_id": batch_id,
                 "airloop.model_version": version,
                 "airloop.drift.status": report.status,

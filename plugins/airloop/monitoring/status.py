@@ -12,6 +12,13 @@ from airloop.config import PipelineConfig
 from airloop.store.lake import Lake
 
 SCHEMA_VERSION = 1
+# Where each kind of metric was measured; every metric Airloop shows carries one of these.
+WHERE = {
+    "holdout": "holdout (frozen test split of the training data)",
+    "cv": "CV (k-fold cross-validation on the training split)",
+    "window": "recent window (latest labeled production batches)",
+    "live": "live (this champion's scored batches, labels joined)",
+}
 STALENESS_KEYS = ("days_monitored", "live_metric", "live", "trend", "trend_per_day", "stale_on", "days_to_stale")
 STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
 
@@ -35,7 +42,7 @@ def _utc_iso(value: str | None) -> str | None:
     return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).isoformat()
 
 
-def _version_facts(days_since: str | None, version: str, run_id: str, tags: dict, run_tags: dict, metrics: dict):
+def _version_facts(cfg: PipelineConfig, version: str, run_id: str, tags: dict, run_tags: dict, metrics: dict):
     promoted_at = tags.get("airloop.promoted_at")
     days = None
     if promoted_at:
@@ -48,6 +55,9 @@ def _version_facts(days_since: str | None, version: str, run_id: str, tags: dict
         "promoted_at": promoted_at,
         "promoted_by": tags.get("airloop.promoted_by"),
         "days_in_production": days,
+        **_measured(cfg, metrics),
+        "gate": _gate_of(run_tags),
+        "model_card": tags.get("airloop.model_card"),
     }
 
 
@@ -74,7 +84,7 @@ def _version_info_sqlite(db: Path, cfg: PipelineConfig, alias: str) -> dict | No
                 "select key, value, is_nan from latest_metrics where run_uuid = ?", (run_id,)
             )
         }
-    return _version_facts(None, version, run_id, tags, run_tags, metrics)
+    return _version_facts(cfg, version, run_id, tags, run_tags, metrics)
 
 
 def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
@@ -91,7 +101,127 @@ def _version_info(cfg: PipelineConfig, alias: str) -> dict | None:
     if mv is None:
         return None
     run = MlflowClient().get_run(mv.run_id)
-    return _version_facts(None, mv.version, mv.run_id, mv.tags, run.data.tags, run.data.metrics)
+    return _version_facts(cfg, mv.version, mv.run_id, mv.tags, run.data.tags, run.data.metrics)
+
+
+def _measured(cfg: PipelineConfig, metrics: dict) -> dict:
+    """The primary metric named by where it was measured: {"holdout": {...}, "cv": {...}} (None when absent)."""
+    metric = cfg.primary_metric
+    out = {}
+    for key, prefix in (("holdout", "test_"), ("cv", "cv_")):
+        out[key] = _metric_entry(metric, metrics.get(f"{prefix}{metric}"), key)
+    return out
+
+
+def _metric_entry(metric: str, value: float | None, where: str) -> dict | None:
+    return None if value is None else {"metric": metric, "value": round(value, 5), "measured_on": WHERE[where]}
+
+
+def _gate_of(tags: dict) -> dict | None:
+    """The gate verdict recorded on a training run's tags (see airloop.model.evaluate), or None."""
+    verdict = tags.get("airloop.gate.verdict")
+    if not verdict:
+        return None
+    return {
+        "verdict": verdict,
+        "reasons": [r for r in tags.get("airloop.gate.reasons", "").splitlines() if r],
+        "champion_version": tags.get("airloop.gate.champion_version"),
+        "registered_version": tags.get("airloop.registered_version"),
+        "dag_id": tags.get("airloop.gate.dag_id"),
+        "dag_run_id": tags.get("airloop.gate.run_id"),
+    }
+
+
+def _last_gate(cfg: PipelineConfig) -> dict | None:
+    """The most recent gate verdict of the pipeline (blessed or rejected), from the training experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment_name)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`airloop.gate.verdict` LIKE '%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    metric = cfg.primary_metric
+    holdout = run.data.metrics.get(f"test_{metric}")
+    return {
+        "run_id": run.info.run_id,
+        "candidate": run.data.tags.get("airloop.candidate"),
+        "holdout": _metric_entry(metric, holdout, "holdout"),
+        **(_gate_of(run.data.tags) or {}),
+    }
+
+
+def _experiments(cfg: PipelineConfig) -> dict:
+    """The pipeline's MLflow experiments by purpose: {"training"|"data"|"monitoring": {"name", "id"}}
+    ("id" None until the first run of that purpose)."""
+    from mlflow.tracking import MlflowClient
+
+    from airloop.store import tracking
+
+    client, out = MlflowClient(), {}
+    for purpose in tracking.PURPOSES:
+        name = tracking.experiment_name(cfg, purpose)
+        exp = client.get_experiment_by_name(name)
+        out[purpose] = {"name": name, "id": exp.experiment_id if exp else None}
+    return out
+
+
+def _pending_approvals(cfg: PipelineConfig) -> list[dict]:
+    """Promotions waiting for a person (Airflow HITL requests of the promote DAG without a response)."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    dag_id = cfg.dag_id("promote")
+    with create_session() as session:
+        rows = session.execute(
+            select(HITLDetail.subject, HITLDetail.created_at, TaskInstance.run_id, TaskInstance.task_id)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None))
+            .order_by(HITLDetail.created_at)
+        ).all()
+    return [
+        {
+            "dag_id": dag_id,
+            "run_id": r.run_id,
+            "task_id": r.task_id,
+            "subject": r.subject,
+            "requested_at": r.created_at.isoformat() if r.created_at else None,
+        }
+        for r in rows
+    ]
+
+
+def _last_validation(lake: Lake) -> dict | None:
+    """The newest batch manifest's validation: {"batch_id", "verdict", "data_docs", "mlflow_run_id"}."""
+    from airloop.store import lake as lk
+
+    manifests = sorted(u for u in lk.list_uris(lk.join(lake.root, "manifests"), recursive=False) if u.endswith(".json"))
+    for uri in reversed(manifests):
+        validation = lk.read_json(uri).get("validation")
+        if validation:
+            return {
+                "batch_id": uri.rsplit("/", 1)[-1].removesuffix(".json"),
+                "verdict": validation.get("verdict"),
+                "data_docs": validation.get("data_docs"),
+                "mlflow_run_id": validation.get("mlflow_run_id"),
+            }
+    return None
+
+
+def _top_features(verdict: dict, n: int = 5) -> list[list]:
+    """The features with the largest PSI in a drift verdict, largest first: [[feature, psi], ...]."""
+    psi = verdict.get("psi") or {}
+    return [[f, v] for f, v in sorted(psi.items(), key=lambda kv: -kv[1])[:n]]
 
 
 def _dag_runs(cfg: PipelineConfig) -> dict:
@@ -156,7 +286,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
     if champion is not None:
         mine = next((h for h in history if h["model_version"] == champion["version"]), None)
         champion["staleness"] = None if mine is None else {k: mine[k] for k in STALENESS_KEYS}
-    return {
+    out = {
         "registered_model": cfg.registered_model_name,
         "experiment": cfg.experiment_name,
         "source_file": cfg.source_file,
@@ -173,7 +303,15 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
         "estimated_performance": estimated_performance(verdict),
         "staleness": history,
         "lake_uri": lake.root,
+        "experiments": _experiments(cfg),
+        "gate": _last_gate(cfg),
+        "approvals": _pending_approvals(cfg),
+        "validation": _last_validation(lake),
     }
+    if out["drift"] is not None:
+        out["drift"]["top_features"] = _top_features(verdict)
+        out["drift"]["live"] = verdict.get("live") or {}
+    return out
 
 
 def estimated_performance(verdict: dict | None) -> dict | None:
@@ -221,8 +359,11 @@ def render(doc: dict) -> str:
         champ = p["champion"]
         lines.append(f"pipeline {name}  (model {p['registered_model']})")
         if champ:
-            shown = {k: v for k, v in champ["metrics"].items() if k.startswith("test_") or k.startswith("cv_")}
-            metrics = ", ".join(f"{k}={v:.4f}" for k, v in list(shown.items())[:5])
+            metrics = "; ".join(
+                f"{m['metric']} {m['value']:.4f} on {m['measured_on'].split(' (')[0]}"
+                for m in (champ.get("holdout"), champ.get("cv"))
+                if m
+            )
             lines.append(
                 f"  champion  v{champ['version']} ({champ['candidate']}), promoted {champ['promoted_at']}"
                 f" by {champ['promoted_by']}; {metrics}"
@@ -242,11 +383,22 @@ def render(doc: dict) -> str:
                 )
         else:
             lines.append("  champion  none yet")
+        gate = p.get("gate")
+        if gate:
+            lines.append(
+                f"  gate      {gate['verdict']}: candidate {gate['candidate']} (run {gate['run_id']})"
+                + (f", registered v{gate['registered_version']}" if gate.get("registered_version") else "")
+            )
+            lines += [f"            {r}" for r in gate["reasons"]]
+        for a in p.get("approvals") or []:
+            lines.append(f"  approval  pending since {a['requested_at']}: {a['subject']} ({a['dag_id']} {a['run_id']})")
         for stage, run in p["dag_runs"].items():
             lines.append(f"  {stage:9} " + (f"{run['state']:8} {run['run_id']}" if run else "never ran"))
         d = p["drift"]
         if d:
             feats = ", ".join(d["drifted_features"][:5]) or "-"
+            if d.get("top_features"):
+                feats += "; largest PSI: " + ", ".join(f"{f} {v:.3f}" for f, v in d["top_features"][:3])
             lines.append(f"  drift     {d['batch_id']}: {d['status']} (confirmed: {d['confirmed']}); features: {feats}")
             lines.append(f"            report: {d['report_uri']}")
         else:

@@ -118,10 +118,29 @@ def call(fn, *args, **kwargs):
         log.error("Airloop: refused (%s): %s", type(err).__name__, err)
         get_current_context()["ti"].xcom_push(key="airloop_refusal", value=f"{type(err).__name__}: {err}")
         raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+    _record_links(fn, args, result)
     summary = result.get("summary") if isinstance(result, dict) else None
     lines = [f"  {k}: {v}" for k, v in (result or {}).items() if k != "summary"] if isinstance(result, dict) else []
     log.info("Airloop summary: %s\n%s%s", fn.__name__, "\n".join(lines), f"\n{summary}" if summary else "")
     return result
+
+
+_links_by_task: dict[tuple, list[dict]] = {}
+
+
+def _record_links(fn, args: tuple, result: Any) -> None:
+    """Keep what this stage result references (MLflow run, model version, reports) in XCom ``airloop_links``,
+    accumulated over the stage calls of one task try, for the UI plugin's task-instance links."""
+    from airloop.orchestration import evidence
+
+    pipeline = args[0].name if args and isinstance(args[0], PipelineConfig) else None
+    refs = evidence.references(result, pipeline)
+    if not refs:
+        return
+    ti = get_current_context()["ti"]
+    key = (ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number)
+    _links_by_task[key] = evidence.merge(_links_by_task.get(key, []), refs)
+    ti.xcom_push(key=evidence.XCOM_KEY, value=_links_by_task[key])
 
 
 def invalid_pipeline_dag(stem: str, message: str):

@@ -492,6 +492,7 @@ def rollback(cfg: PipelineConfig, to: str | None = None, *, reason: str, actor: 
 def promotion_evidence(cfg: PipelineConfig, version: str) -> dict[str, Any]:
     """What an approver sees: {"version", "subject", "body" (Markdown: metrics, gate verdict, links)}."""
     from airloop.model import modelcard
+    from airloop.model.gate import describe_interval
 
     client = _client()
     name = cfg.registered_model_name
@@ -512,7 +513,11 @@ def promotion_evidence(cfg: PipelineConfig, version: str) -> dict[str, Any]:
         "",
         f"- {metric}: challenger {modelcard.fmt(verdict.get('challenger_metric'))}, champion "
         f"{modelcard.fmt(verdict.get('champion_metric'))}"
-        + (f", improvement 95% CI [{verdict['ci'][0]:+.4f}, {verdict['ci'][1]:+.4f}]" if verdict.get("ci") else ""),
+        + (
+            f", improvement: {describe_interval(verdict.get('lower_bound'), verdict['interval_90'])}"
+            if verdict.get("interval_90")
+            else ""
+        ),
         "- holdout metrics: "
         + (", ".join(f"{k} {v:.4f}" for k, v in sorted(verdict.get("metrics", {}).items())) or "-"),
         "",

@@ -85,39 +85,87 @@ def configure_mlflow() -> str:
     return uri
 
 
-def ensure_experiment(cfg: PipelineConfig) -> str:
-    """The experiment id of ``cfg.experiment_name``, created (or restored) on first use.
+# MLflow 3's UI picks the experiment's view from this tag; without it, an experiment with few runs opens in
+# the GenAI view (Traces, Token Usage). Airloop's experiments are classic model development.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+# Candidate (training) runs are kept apart from the runs that check data and models: each purpose has its own
+# experiment, so the training view lists only candidates, comparable side by side (their own experiment, not a
+# tag filter, because MLflow's UI cannot default a filter: every visitor would first see validate and monitor
+# runs on top). Each run also carries tag ``airloop.run_type``.
+PURPOSES = {"training": "", "data": "/data", "monitoring": "/monitoring"}
+RUN_TYPE_TAG = "airloop.run_type"
+
+
+def experiment_name(cfg: PipelineConfig, purpose: str = "training") -> str:
+    """``airloop/<name>`` for candidates, ``airloop/<name>/data`` for validation and profiles,
+    ``airloop/<name>/monitoring`` for drift monitoring."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"experiment purpose: expected one of {sorted(PURPOSES)}, found {purpose!r}")
+    return cfg.experiment_name + PURPOSES[purpose]
+
+
+def ensure_experiment(cfg: PipelineConfig, purpose: str = "training") -> str:
+    """The experiment id of :func:`experiment_name` for ``purpose``, created (or restored) on first use, and
+    tagged as a model-development experiment (so MLflow opens it in the training view).
 
     New experiments store artifacts under ``{mlflow_artifact_root()}/{pipeline}`` when a root is configured,
     so pipelines do not share one folder; with no root the tracking server decides.
     """
     configure_mlflow()
     client = MlflowClient()
-    exp = client.get_experiment_by_name(cfg.experiment_name)
+    name = experiment_name(cfg, purpose)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before Airloop set the kind
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     root = settings.mlflow_artifact_root()
-    location = f"{root.rstrip('/')}/{cfg.name}" if root else None
+    location = f"{root.rstrip('/')}/{cfg.name}{PURPOSES[purpose]}" if root else None
     try:
         return client.create_experiment(
-            cfg.experiment_name,
+            name,
             artifact_location=location,
-            tags={"airloop.pipeline": cfg.name, "airloop.task": cfg.task},
+            tags={
+                "airloop.pipeline": cfg.name,
+                "airloop.task": cfg.task,
+                "airloop.purpose": purpose,
+                EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+            },
         )
     except MlflowException:
         # Another task (a sibling mapped candidate) may have created it in the meantime.
-        exp = client.get_experiment_by_name(cfg.experiment_name)
+        exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
 
 
+def ui_url() -> str:
+    """The MLflow UI's base URL (``AIRLOOP_MLFLOW_UI_URL``, default http://127.0.0.1:5000)."""
+    return os.environ.get("AIRLOOP_MLFLOW_UI_URL", DEFAULT_UI_URL).rstrip("/")
+
+
+def experiment_url(experiment_id: str) -> str:
+    return f"{ui_url()}/#/experiments/{experiment_id}"
+
+
+def model_version_url(model_name: str, version: str) -> str:
+    return f"{ui_url()}/#/models/{model_name}/versions/{version}"
+
+
+def artifact_url(experiment_id: str, run_id: str, path: str) -> str:
+    """A link to one artifact of a run in the MLflow UI's artifact browser."""
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/{path}"
+
+
 def run_url(run_id: str) -> str:
     """A link to the run in the MLflow UI (``AIRLOOP_MLFLOW_UI_URL``, default http://127.0.0.1:5000)."""
     configure_mlflow()
-    ui = os.environ.get("AIRLOOP_MLFLOW_UI_URL", DEFAULT_UI_URL).rstrip("/")
+    ui = ui_url()
     try:
         exp = MlflowClient().get_run(run_id).info.experiment_id
     except MlflowException:

@@ -98,3 +98,25 @@ def test_cli_profiles_a_file(mlflow_store, tmp_path, monkeypatch, capsys):
     assert "Profiled 400 rows of 'shop'" in capsys.readouterr().out
     assert main(["profile", "shop"]) == 2  # no batches in the lake yet, and no file given
     assert "no validated or staged batches" in capsys.readouterr().err
+
+
+def test_profile_joins_the_delayed_labels_feed(mlflow_store, tmp_path):
+    """Validated batches carry no target when labels arrive later: the profile fills it from the labels feed,
+    and rows still unlabeled are shown as such, not as a "nan" class."""
+    from airloop.data.profile import join_labels
+    from airloop.store.lake import Lake, write_parquet
+
+    cfg = pipeline_cfg(name="shop", labels={"uri": "file:///x/labels_*.csv"}, event_time_column=None)
+    full = frame()
+    features = full.drop(columns=["churned"])
+    lake = Lake("shop", root=tmp_path.as_uri())
+    write_parquet(lake.part("labels", "2026-01-01"), full[["customer_id", "churned"]].iloc[:300])
+
+    joined, count = join_labels(cfg, features, lake)
+    assert count == 300
+    assert joined["churned"].iloc[:300].tolist() == full["churned"].iloc[:300].tolist()
+    profile = profile_frame(cfg, joined)
+    shown = dict(profile.target_distribution)
+    assert shown["not labeled yet"] == 100 and "nan" not in shown
+    assert shown["0"] + shown["1"] == 300
+    assert next(c for c in profile.columns if c.name == "signal").target_association is not None

@@ -1,0 +1,44 @@
+"""The model card states the gate's interval as the gate uses it, and where each metric was measured."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from airloop.config import parse_pipeline
+from airloop.model import modelcard
+from airloop.model.gate import champion_check
+
+
+def test_card_shows_the_one_sided_bound_with_the_two_sided_90_interval():
+    cfg = parse_pipeline(
+        {"name": "shop", "source": {"uri": "file:///x/*.csv"}, "target": "y", "task": "classification"}, "shop.yaml"
+    )
+    run = SimpleNamespace(
+        data=SimpleNamespace(tags={}, params={"cv_folds": "3"}, metrics={"cv_roc_auc": 0.8}),
+        info=SimpleNamespace(run_id="r1"),
+    )
+    # A credibly better challenger whose two-sided 95% interval includes zero: the old card contradicted its verdict.
+    cmp = {"improvement": 0.012, "ci": [-0.001, 0.025], "bounds": [0.002, 0.022], "resamples": 200}
+    check = champion_check(cfg, "roc_auc", 0.83, 0.818, "1", cmp)
+    assert check["passed"] and "two-sided 90% interval [+0.0020, +0.0220]" in check["detail"]
+    assert "-0.0010" not in check["detail"]
+    verdict = {
+        "metric": "roc_auc",
+        "version": "2",
+        "blessed": True,
+        "reasons": [f"PASS champion: {check['detail']}"],
+        "metrics": {"roc_auc": 0.83},
+        "champion_metric": 0.818,
+        "champion_version": "1",
+        "challenger_metric": 0.83,
+        "improvement": 0.012,
+        "ci": cmp["ci"],
+        "lower_bound": 0.002,
+        "interval_90": cmp["bounds"],
+        "production_window": {"rows": 120, "batches": ["2026-01-02"], "challenger": 0.8, "champion": 0.79},
+    }
+    card = modelcard.render(cfg, run, verdict)
+    assert "one-sided 95% lower bound +0.0020; two-sided 90% interval [+0.0020, +0.0220]" in card
+    assert "95% bootstrap CI" not in card and "[-0.0010" not in card
+    assert "| roc_auc | 0.8300 | holdout |" in card and "| roc_auc | 0.8000 | CV (3-fold, training split) |" in card
+    assert "Recent window (latest labeled production rows: 120 rows" in card
