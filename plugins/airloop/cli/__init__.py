@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except AirloopError as err:
         print(f"airloop {args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (airloop demo); what was started has been stopped
+        print(f"airloop {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

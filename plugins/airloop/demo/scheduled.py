@@ -59,6 +59,9 @@ class _Progress:
             batches = sorted({b for x in extras for b in x.get("batch_ids", [x.get("batch_id")]) if b})
             named = [f"v{x['version']}" if "version" in x else f"run {str(x.get('train_run_id'))[:8]}" for x in extras]
             subject = ",".join(batches) or ",".join(n for n in named if not n.endswith("None"))
+        if subject and not run.get("note"):
+            # Scheduled and backfill run ids carry the interval's end; the note names the batch itself.
+            self.client.set_note(dag_id, run_id, f"batch {subject}" if subject[:1].isdigit() else subject)
         mark = "ok" if run["state"] == "success" else "FAILED"
         if run["state"] == "failed":
             refusal = next(
