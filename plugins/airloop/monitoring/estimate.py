@@ -54,10 +54,14 @@ class CBPEAccumulator:
         prob = np.asarray(prob, dtype=float)
         pred = np.asarray(pred_pos, dtype=bool)
         b = np.clip((score * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
-        self.pos += np.bincount(b, weights=prob, minlength=SCORE_BINS)
-        self.neg += np.bincount(b, weights=1.0 - prob, minlength=SCORE_BINS)
-        tp, fp = float(prob[pred].sum()), float((1.0 - prob[pred]).sum())
-        fn, tn = float(prob[~pred].sum()), float((1.0 - prob[~pred]).sum())
+        pos = np.bincount(b, weights=prob, minlength=SCORE_BINS)
+        self.pos += pos
+        self.neg += np.bincount(b, minlength=SCORE_BINS) - pos
+        n_pred = int(np.count_nonzero(pred))
+        tp = float(np.sum(prob, where=pred))
+        positives = float(prob.sum())
+        fp, fn = n_pred - tp, positives - tp
+        tn = score.size - n_pred - fn
         self.tp, self.fp, self.fn, self.tn = self.tp + tp, self.fp + fp, self.fn + fn, self.tn + tn
         s = np.clip(score, _EPS, 1 - _EPS)
         self.log_loss += float(-(prob * np.log(s) + (1.0 - prob) * np.log1p(-s)).sum())
