@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,8 @@ def cbpe_comparison(batches: int = 10, rows: int = 5000, reference_rows: int = 2
         )
         ref.to_parquet(f"{tmp}/reference.parquet")
         ana.to_parquet(f"{tmp}/analysis.parquet")
-        cmd = ["uv", "run", "--no-project", "--python", sys.executable, *NANNYML]
+        uv = [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
+        cmd = [*uv, "run", "--no-project", "--python", sys.executable, *NANNYML]
         cmd += ["python", str(REPO / "bench" / "nannyml_cbpe.py"), tmp, str(rows)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
