@@ -52,8 +52,9 @@ def ops_dags(cfg) -> None:
             cfg,
             "monitor",
             "Measures feature and prediction drift of the day's batch against the "
-            "champion's training reference, and the live metric once labels arrive. Emits the drift "
-            "Asset (which triggers retraining) only when drift is confirmed, and then alerts (log, and a "
+            "champion's training reference, the estimated performance before labels (CBPE/DLE), and the "
+            "live metric once labels arrive. Emits the drift Asset (which triggers retraining) only when "
+            "`retrain.trigger` fires (confirmed drift and/or an estimated drop), and then alerts (log, and a "
             "webhook when `monitoring.alert_connection` is set).",
             schedule=schedule(cfg.schedule.monitor),
             params={"batch_id": batch_param()},

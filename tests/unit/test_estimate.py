@@ -206,6 +206,15 @@ def test_retrain_on_impact_not_on_a_harmless_shift(champion, tmp_path):
     assert set(segments) == {"a", "b"} and all(s["judged"] and s["estimate"] is not None for s in segments.values())
     html = lk.read_bytes(day2["report_uri"]).decode()
     assert "Performance before labels" in html and "Estimated and realized, by batch" in html
+    # The champion's model card (its registry description) carries the live section.
+    from mlflow.tracking import MlflowClient
+
+    from airloop.store import registry
+
+    champion_version = registry.get_version(cfg, "champion")
+    card = MlflowClient().get_model_version(cfg.registered_model_name, champion_version.version).description
+    assert "## Live: estimated and realized performance" in card and "2026-02-01" in card
+    assert card.count("## Live") == 1
 
 
 def test_the_drift_trigger_would_have_retrained_on_the_harmless_shift(champion, tmp_path):

@@ -185,3 +185,35 @@ def publish(client: Any, cfg: PipelineConfig, run: Any, verdict: dict[str, Any])
         client.update_model_version(name, str(version), description=description)
         client.set_model_version_tag(name, str(version), "airloop.model_card", uri)
     return uri
+
+
+LIVE_HEADING = "## Live: estimated and realized performance"
+
+
+def live_section(metric: str, track: list[dict[str, Any]], impact: str) -> str:
+    """The card's live section: per monitored batch, the estimate made before its labels and the realized value
+    once they arrived (:func:`airloop.monitoring.performance.estimation_track`), and the last impact line."""
+    lines = [LIVE_HEADING, "", f"Latest: {impact}", ""]
+    lines += _table(
+        ["batch", f"estimated {metric}", "band", "realized", "error"],
+        [
+            [
+                t["batch_id"],
+                t["estimate"],
+                "-" if t.get("lower") is None else f"{t['lower']:.3f} to {t['upper']:.3f}",
+                t["realized"],
+                t["error"],
+            ]
+            for t in track[-14:]
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def with_live_section(description: str | None, section: str) -> str:
+    """``description`` (a card) with its live section replaced by ``section``, kept within DESCRIPTION_LIMIT."""
+    base = (description or "").split(LIVE_HEADING)[0].rstrip()
+    room = DESCRIPTION_LIMIT - len(section) - 2
+    if len(base) > room:
+        base = base[: max(room - 40, 0)] + "\n\n(card truncated)"
+    return f"{base}\n\n{section}"

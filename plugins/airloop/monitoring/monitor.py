@@ -195,9 +195,25 @@ def monitor_batch(
         "estimates": track,
     }
     lk.write_json(lk.join(lake.partition("monitoring", batch_id), "verdict.json"), verdict)
+    if estimate is not None:
+        _update_card(cfg, version, cfg.primary_metric, track, impact)
     # The staleness record of every champion so far (days monitored, live-metric trend, time to stale).
     lk.write_json(lk.join(lake.zone("monitoring"), "staleness.json"), champion_history(cfg, lake))
     return verdict
+
+
+def _update_card(cfg: PipelineConfig, version: str, metric: str, track: list[dict], impact: str) -> None:
+    """Refresh the live section of the champion's model card (its registry description)."""
+    import mlflow
+
+    from airloop.model import modelcard
+
+    client = mlflow.tracking.MlflowClient()
+    current = client.get_model_version(cfg.registered_model_name, version).description
+    section = modelcard.live_section(metric, track, impact)
+    client.update_model_version(
+        cfg.registered_model_name, version, description=modelcard.with_live_section(current, section)
+    )
 
 
 def last_verdict(lake: Lake) -> dict | None:
