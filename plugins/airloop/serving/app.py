@@ -100,6 +100,9 @@ def create_app(cfg: PipelineConfig, *, lake: Lake | None = None, log_requests: b
         text = server.metrics.render(cfg.name, cur.version if cur else None, server.buffered_rows)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    from airloop.serving.explain import add_explain_route
+
+    add_explain_route(app, server, cfg)  # POST /explain: SHAP on request, off the /invocations fast path
     return _Invocations(app, server, token)
 
 
