@@ -93,6 +93,10 @@ def test_airloop_page_shows_the_status_behind_the_login(airloop_ui, page, tmp_pa
             assert link.inner_text() == run["state"]
             assert link.get_attribute("href") == f"/dags/{run['dag_id']}/runs/{run['run_id']}"
     assert row.locator("[data-testid=approvals]").inner_text() == "none pending" and churn["approvals"] == []
+    training = churn["experiments"]["training"]["id"]
+    assert row.locator("[data-testid=mlflow-training]").get_attribute("href") == (
+        f"{ui.mlflow_url}/#/experiments/{training}/runs?workflowType=machine_learning"
+    )
     screenshot(page, "ui-airloop-page.png", tmp_path)
 
     # Links work from inside Airflow's sandboxed frame: MLflow opens in a new tab, Airflow pages in the UI.
@@ -113,13 +117,14 @@ def test_airloop_page_shows_the_status_behind_the_login(airloop_ui, page, tmp_pa
 
 
 def test_a_training_task_links_to_its_mlflow_run(airloop_ui, page, tmp_path):
-    """Airflow UI → the train DAG's candidate task → its Airloop tab → the MLflow run it logged."""
+    """Airflow UI → the train DAG's candidate task → Details → its "MLflow run" extra link → the MLflow run it
+    logged; the task's Airloop tab lists the same."""
     ui, churn = airloop_ui["ui"], airloop_ui["status"]["pipelines"]["churn"]
     train = churn["dag_runs"]["train"]
     login(page, ui)
     ti = f"{ui.airflow_url}/dags/{train['dag_id']}/runs/{train['run_id']}/tasks/train_candidate/mapped/0"
-    page.goto(ti, timeout=120_000)
-    link = page.get_by_role("link", name="MLflow run")  # the task's extra link
+    page.goto(f"{ti}/details", timeout=120_000)
+    link = page.get_by_role("link", name="MLflow run")  # the task's extra link (Details tab)
     link.wait_for(timeout=120_000)
     run_id = link.get_attribute("href").rsplit("/", 1)[-1]
 
@@ -163,8 +168,13 @@ def test_mlflow_opens_candidates_in_the_training_view(airloop_ui, page):
         runs = client.search_runs([exp_id], max_results=500)
         assert runs and {r.data.tags.get("airloop.run_type") for r in runs} == run_types, exp.name
 
+    # The Airloop page's "MLflow: candidates" link opens the training view (MLflow 3.17 reads the view from the
+    # URL before the kind tag) listing the candidate runs and nothing else.
+    from airloop.store.tracking import TRAINING_VIEW
+
     exp_id = churn["experiments"]["training"]["id"]
-    page.goto(f"{ui.mlflow_url}/#/experiments/{exp_id}", timeout=120_000)
-    page.get_by_text("train-logistic_regression").first.wait_for(timeout=120_000)
+    page.goto(f"{ui.mlflow_url}/#/experiments/{exp_id}/runs{TRAINING_VIEW}", timeout=120_000)
+    page.get_by_text("train-logistic_regression").first.wait_for(timeout=240_000)
+    assert "workflowType=machine_learning" in page.url and "/runs" in page.url
     body = page.inner_text("body")
     assert "Token Usage" not in body and "validate " not in body and "monitor-" not in body

@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from airloop.orchestration.evidence import LABELS
+from airloop.store.tracking import experiment_url
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;margin:16px;color:#1f2328}
@@ -199,7 +200,7 @@ def _links_cell(name: str, p: dict, mlflow: dict) -> str:
     for purpose, label in (("training", "candidates"), ("data", "validation"), ("monitoring", "monitoring")):
         exp = (p.get("experiments") or {}).get(purpose) or {}
         if exp.get("id"):
-            links.append(_a(f"{ui}/#/experiments/{exp['id']}", f"MLflow: {label}", testid=f"mlflow-{purpose}"))
+            links.append(_a(experiment_url(exp["id"]), f"MLflow: {label}", testid=f"mlflow-{purpose}"))
     links.append(_a(f"{ui}/#/models/{p['registered_model']}", "MLflow: registered model"))
     v = p.get("validation") or {}
     docs = report_href(name, p["lake_uri"], v.get("data_docs"))

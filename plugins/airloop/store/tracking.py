@@ -149,8 +149,14 @@ def ui_url() -> str:
     return os.environ.get("AIRLOOP_MLFLOW_UI_URL", DEFAULT_UI_URL).rstrip("/")
 
 
+# MLflow 3.17's UI chooses GenAI or model training from this URL parameter before the experiment's kind tag
+# (without it a first visit lands on the GenAI overview: Traces, Token Usage), so Airloop's links carry it.
+TRAINING_VIEW = "?workflowType=machine_learning"
+
+
 def experiment_url(experiment_id: str) -> str:
-    return f"{ui_url()}/#/experiments/{experiment_id}"
+    """The experiment's runs in MLflow's training view."""
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs{TRAINING_VIEW}"
 
 
 def model_version_url(model_name: str, version: str) -> str:
