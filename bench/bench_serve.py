@@ -244,6 +244,18 @@ def profile(pid: int, seconds: float, out: Path) -> list[tuple[str, float]]:
     cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     cmd += ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
     subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    return summarize_profile(out)
+
+
+FRAME_NOISE = re.compile(
+    r"^(<module>|main |cmd_serve |run \(airloop/serving/app|Thread\.|Server\.|Runner|run_until|_run |"
+    r"Handle\._run|BaseEventLoop|Task\.|Event\.wait|Condition\.wait)"
+)
+
+
+def summarize_profile(out: Path) -> list[tuple[str, float]]:
+    """The functions with the largest share of py-spy's samples in ``out`` (raw stacks), callees included,
+    without the frames every stack shares (the CLI, the server loop, thread starts)."""
     if not out.exists():
         return []
     inclusive: dict[str, int] = {}
@@ -258,15 +270,11 @@ def profile(pid: int, seconds: float, out: Path) -> list[tuple[str, float]]:
         for frame in stack.split(";"):
             name = re.sub(r" \(.*?/(site-packages|plugins)/", " (", frame)
             name = re.sub(r":\d+\)$", ")", name)
-            if name not in seen:
+            if name not in seen and not FRAME_NOISE.match(name):
                 seen.add(name)
                 inclusive[name] = inclusive.get(name, 0) + n
-    interesting = [
-        (name, round(n / total, 3))
-        for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
-        if re.search(r"airloop|sklearn|json|numpy|threadpoolctl|uvicorn/protocols|select|_run_once", name)
-    ]
-    return interesting[:15]
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
+    return [(name, round(n / total, 3)) for name, n in ranked[:15]] if total else []
 
 
 # --- servers -----------------------------------------------------------------------------------------------
