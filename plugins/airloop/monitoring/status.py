@@ -132,8 +132,47 @@ def _gate_of(tags: dict) -> dict | None:
     }
 
 
+# The experiments of a pipeline by purpose (as airloop.store.tracking.PURPOSES, which imports MLflow).
+EXPERIMENT_SUFFIXES = {"training": "", "data": "/data", "monitoring": "/monitoring"}
+
+
+def _mlflow_db() -> Path | None:
+    from airloop import settings
+
+    return _sqlite_path(settings.mlflow_tracking_uri())
+
+
+def _gate_entry(cfg: PipelineConfig, run_id: str, tags: dict, metrics: dict) -> dict:
+    metric = cfg.primary_metric
+    return {
+        "run_id": run_id,
+        "candidate": tags.get("airloop.candidate"),
+        "holdout": _metric_entry(metric, metrics.get(f"test_{metric}"), "holdout"),
+        **(_gate_of(tags) or {}),
+    }
+
+
+def _last_gate_sqlite(db: Path, cfg: PipelineConfig) -> dict | None:
+    with _read_only(db) as con:
+        row = con.execute(
+            "select r.run_uuid from runs r join experiments e on e.experiment_id = r.experiment_id "
+            "join tags t on t.run_uuid = r.run_uuid and t.key = 'airloop.gate.verdict' "
+            "where e.name = ? and r.lifecycle_stage = 'active' order by r.start_time desc limit 1",
+            (cfg.experiment_name,),
+        ).fetchone()
+        if row is None:
+            return None
+        run_id = row[0]
+        tags = dict(con.execute("select key, value from tags where run_uuid = ?", (run_id,)))
+        metrics = dict(con.execute("select key, value from latest_metrics where run_uuid = ?", (run_id,)))
+    return _gate_entry(cfg, run_id, tags, metrics)
+
+
 def _last_gate(cfg: PipelineConfig) -> dict | None:
     """The most recent gate verdict of the pipeline (blessed or rejected), from the training experiment."""
+    db = _mlflow_db()
+    if db is not None:  # the embedded default: read MLflow's SQLite store without importing MLflow
+        return _last_gate_sqlite(db, cfg)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -149,26 +188,26 @@ def _last_gate(cfg: PipelineConfig) -> dict | None:
     if not runs:
         return None
     run = runs[0]
-    metric = cfg.primary_metric
-    holdout = run.data.metrics.get(f"test_{metric}")
-    return {
-        "run_id": run.info.run_id,
-        "candidate": run.data.tags.get("airloop.candidate"),
-        "holdout": _metric_entry(metric, holdout, "holdout"),
-        **(_gate_of(run.data.tags) or {}),
-    }
+    return _gate_entry(cfg, run.info.run_id, run.data.tags, run.data.metrics)
 
 
 def _experiments(cfg: PipelineConfig) -> dict:
     """The pipeline's MLflow experiments by purpose: {"training"|"data"|"monitoring": {"name", "id"}}
     ("id" None until the first run of that purpose)."""
+    names = {purpose: cfg.experiment_name + suffix for purpose, suffix in EXPERIMENT_SUFFIXES.items()}
+    db = _mlflow_db()
+    if db is not None:
+        with _read_only(db) as con:
+            ids = dict(
+                con.execute(
+                    "select name, experiment_id from experiments where name like ?", (f"{cfg.experiment_name}%",)
+                )
+            )
+        return {purpose: {"name": n, "id": str(ids[n]) if n in ids else None} for purpose, n in names.items()}
     from mlflow.tracking import MlflowClient
 
-    from airloop.store import tracking
-
     client, out = MlflowClient(), {}
-    for purpose in tracking.PURPOSES:
-        name = tracking.experiment_name(cfg, purpose)
+    for purpose, name in names.items():
         exp = client.get_experiment_by_name(name)
         out[purpose] = {"name": name, "id": exp.experiment_id if exp else None}
     return out
@@ -176,12 +215,27 @@ def _experiments(cfg: PipelineConfig) -> dict:
 
 def _pending_approvals(cfg: PipelineConfig) -> list[dict]:
     """Promotions waiting for a person (Airflow HITL requests of the promote DAG without a response)."""
+    import os
+
+    dag_id = cfg.dag_id("promote")
+    db = _sqlite_path(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""))
+    if db is not None:  # the embedded default: read the file, without importing Airflow (seconds)
+        with _read_only(db) as con:
+            rows = con.execute(
+                "select h.subject, h.created_at, ti.run_id, ti.task_id from hitl_detail h "
+                "join task_instance ti on ti.id = h.ti_id where ti.dag_id = ? and h.responded_at is null "
+                "order by h.created_at",
+                (dag_id,),
+            ).fetchall()
+        return [
+            {"dag_id": dag_id, "run_id": r[2], "task_id": r[3], "subject": r[0], "requested_at": _utc_iso(r[1])}
+            for r in rows
+        ]
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    dag_id = cfg.dag_id("promote")
     with create_session() as session:
         rows = session.execute(
             select(HITLDetail.subject, HITLDetail.created_at, TaskInstance.run_id, TaskInstance.task_id)
