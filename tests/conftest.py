@@ -83,7 +83,7 @@ def demo_state(tmp_path_factory):
     """``airloop demo`` (through Airflow's scheduler) on a small spec: (home, stdout, status JSON)."""
     import json
 
-    from loopkit import run_airloop
+    from fixtures.loopkit import run_airloop
 
     home = tmp_path_factory.mktemp("demo")
     proc = run_airloop(["demo", *DEMO_ARGS], home, timeout=1800)
@@ -115,8 +115,8 @@ def demo_ui(demo_state):
     import subprocess
     import time
 
-    from loopkit import clean_env
-    from services import free_port
+    from fixtures.loopkit import clean_env
+    from fixtures.services import free_port
 
     home = demo_state[0]
     environ = clean_env(home, PYTHONUNBUFFERED="1")

@@ -59,7 +59,7 @@ def airloop_ui(tmp_path_factory):
     import json
 
     import yaml
-    from uiserver import REPO, airloop, airloop_env, start_ui
+    from fixtures.uiserver import REPO, airloop, airloop_env, start_ui
 
     root = tmp_path_factory.mktemp("airloop_ui")
     home, pipelines = root / "home", root / "pipelines"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from uiserver import ADMIN
+from fixtures.uiserver import ADMIN
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.slow

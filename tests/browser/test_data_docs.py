@@ -12,7 +12,7 @@ import pytest
 from airloop.data.datadocs import external_references, localize
 from airloop.data.validate import validate_frame
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 pytestmark = pytest.mark.slow  # a browser test: `make test` (which installs Chromium) runs it, test-fast does not
 
 

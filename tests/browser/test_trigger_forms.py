@@ -54,7 +54,7 @@ print(registry.get_version(cfg, "champion").version)
 
 
 def python_on(home, code: str) -> str:
-    from loopkit import clean_env
+    from fixtures.loopkit import clean_env
 
     proc = subprocess.run(
         [sys.executable, "-c", code], env=clean_env(home), capture_output=True, text=True, timeout=300

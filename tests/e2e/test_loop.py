@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from loopkit import run_airloop
+from fixtures.loopkit import run_airloop
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from faultkit import make_cfg
+from fixtures.faultkit import make_cfg
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def logged_models(mlflow_store):
 @pytest.fixture
 def private_s3(tmp_path):
     """A SeaweedFS of this test's own, so the test may stop it (the session's one stays up)."""
-    from services import start_seaweedfs, stop_seaweedfs
+    from fixtures.services import start_seaweedfs, stop_seaweedfs
 
     server = start_seaweedfs(tmp_path / "weed")
     yield server

@@ -8,7 +8,7 @@ import signal
 
 import pandas as pd
 import pytest
-from faultkit import run_child
+from fixtures.faultkit import run_child
 
 from airloop.store import lake as lk
 from airloop.store.lake import Lake

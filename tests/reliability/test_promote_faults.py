@@ -11,7 +11,7 @@ import signal
 import threading
 
 import pytest
-from faultkit import champion, make_cfg, run_child
+from fixtures.faultkit import champion, make_cfg, run_child
 
 
 def _tags(cfg, version):
@@ -36,7 +36,7 @@ def test_a_lake_that_dies_before_promote_leaves_the_champion_untouched(logged_mo
     cfg = make_cfg("s3dies")
     v1, v2 = _register_all(cfg, logged_models, 2)
     registry.promote(cfg, v1, reason="first", actor="tester")
-    from services import stop_seaweedfs
+    from fixtures.services import stop_seaweedfs
 
     stop_seaweedfs(private_s3)  # the lake's server dies before promote
     with pytest.raises(Exception):  # noqa: B017 - whatever the S3 client raises; what matters is what moved
@@ -48,7 +48,7 @@ def test_a_lake_that_dies_before_promote_leaves_the_champion_untouched(logged_mo
 KILL_AT = """
 import os, signal
 from airloop.store import registry
-from faultkit import make_cfg
+from fixtures.faultkit import make_cfg
 
 cfg = make_cfg({name!r})
 real = registry._write_log

@@ -12,7 +12,7 @@ import pytest
 from airloop.store import lake as lk
 from airloop.store.lake import Lake
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 DAY = "2026-01-05"
 
 

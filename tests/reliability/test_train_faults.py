@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import signal
 
-from faultkit import champion, run_child
-from servekit import churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.faultkit import champion, run_child
+from fixtures.servekit import churn_cfg, ingest_validated, simulate_small, train_version
 
 from airloop.store import lake as lk
 from airloop.store.lake import Lake
 
 KILL_IN_TRAIN = """
 import os, signal
-from servekit import churn_cfg
+from fixtures.servekit import churn_cfg
 from airloop.model import train
 from airloop.model.plan import plan_initial, prepare_training
 from airloop.store.lake import Lake

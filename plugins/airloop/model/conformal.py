@@ -6,7 +6,7 @@ both halves are new to the model. The rule is MAPIE's split-conformal "lac" scor
 (``1 - p(true class)``) and "absolute" residual for regression, with the finite-sample quantile
 ``ceil((n + 1) * coverage) / n``; it is written out here because the result is one number (the threshold)
 that travels with the model: a served row's set is every class with ``p >= 1 - threshold``, its interval
-``prediction +- threshold``. ``tests/unit/test_conformal.py`` checks the sets equal MAPIE's.
+``prediction +- threshold``. ``tests/unit/model/test_conformal.py`` checks the sets equal MAPIE's.
 """
 
 from __future__ import annotations

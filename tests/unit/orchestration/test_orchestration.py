@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 MIGRATE = (
     "from airloop.orchestration.runner import ensure_airflow_db, prepare_environment\n"

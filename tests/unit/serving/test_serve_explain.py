@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
+from fixtures.servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
 
 @pytest.fixture(scope="module")
