@@ -80,13 +80,13 @@ DEMO_ARGS = ["--days", "7", "--drift-day", "4", "--daily-rows", "700", "--histor
 
 @pytest.fixture(scope="session")
 def demo_state(tmp_path_factory):
-    """``airloop demo`` (through Airflow's scheduler) on a small spec: (home, stdout, status JSON)."""
+    """``airloop demo`` (in-process, the default) on a small spec: (home, stdout, status JSON)."""
     import json
 
     from fixtures.loopkit import run_airloop
 
     home = tmp_path_factory.mktemp("demo")
-    proc = run_airloop(["demo", *DEMO_ARGS], home, timeout=1800)
+    proc = run_airloop(["demo", *DEMO_ARGS], home, timeout=3600)
     assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     status = run_airloop(["status", "--json"], home)
     assert status.returncode == 0, status.stderr[-3000:]

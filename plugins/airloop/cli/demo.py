@@ -24,7 +24,7 @@ def cmd_demo(args) -> int:
     spec = SimulationSpec(
         history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days, drift_day=args.drift_day
     )
-    if args.in_process:
+    if not args.scheduler:
         runner = _runner(args)
         runner.command = "demo"
         facts = demo.run_demo(cfg, runner, spec)
@@ -53,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daily-rows", type=int, default=defaults.daily_rows)
     p.add_argument("--history-rows", type=int, default=defaults.history_rows)
     p.add_argument(
-        "--in-process",
+        "--scheduler",
         action="store_true",
-        help="drive the DAGs in this process (dag.test) instead of through Airflow's scheduler",
+        help="run the days through Airflow's own scheduler, backfills and Asset events (instead of dag.test)",
     )
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("simulate", help="write the demo data set")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import time
 
 from airloop.config import PipelineConfig
@@ -14,6 +16,8 @@ from airloop.settings import airloop_home
 def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec | None = None) -> dict:
     """Simulate the data, then day 0 (train → promote) and each later day; returns the facts for the summary."""
     spec = spec or SimulationSpec()
+    # The simulated days end yesterday, as under the scheduler (airloop.demo.scheduled).
+    spec = dataclasses.replace(spec, start=dt.date.today() - dt.timedelta(days=spec.days))
     started = time.monotonic()
     written = simulate(airloop_home() / "demo" / cfg.name, spec)
     runner.say(f"Simulated {spec.days} days of {cfg.name} data; drift starts {written['drift_starts']}.")
