@@ -89,7 +89,7 @@ def realized_by_batch(cfg: PipelineConfig, lake: Lake, model_version: str) -> di
         return {}
     out: dict[str, dict] = {}
     for batch in lake.batches("predictions"):
-        preds = lk.read_parquet(lake.part("predictions", batch))
+        preds = lake.read_zone("predictions", [batch])  # every model version's file of the batch
         if "model_version" in preds.columns:
             preds = preds[preds["model_version"].astype(str) == str(model_version)]
         joined = attach_labels(cfg, preds, labels)
