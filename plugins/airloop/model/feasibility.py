@@ -312,8 +312,13 @@ def publish(cfg: PipelineConfig, report: dict[str, Any]) -> dict[str, Any]:
     html_uri = lk.write_bytes(_report_uri(lake, "report.html"), page.encode())
     report = {**report, "html_uri": html_uri, "json_uri": _report_uri(lake, "report.json")}
     try:
-        experiment_id = tracking.ensure_experiment(cfg)
-        tags = {**tracking.lineage_tags(None), "airloop.pipeline": cfg.name, "airloop.stage": "feasibility"}
+        experiment_id = tracking.ensure_experiment(cfg, "data")  # a study of the data, not a candidate
+        tags = {
+            **tracking.lineage_tags(None),
+            "airloop.pipeline": cfg.name,
+            "airloop.stage": "feasibility",
+            tracking.RUN_TYPE_TAG: "feasibility",
+        }
         with mlflow.start_run(experiment_id=experiment_id, run_name="feasibility", tags=tags) as run:
             mlflow.log_text(page, "feasibility/report.html")
             mlflow.log_dict(report, "feasibility/report.json")

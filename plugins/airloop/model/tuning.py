@@ -19,6 +19,7 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 
 from airloop.config import CandidateConfig, SearchRange
+from airloop.store import tracking
 
 PRUNE_STARTUP_TRIALS = 3  # trials that always run every fold, so the median is worth something
 
@@ -116,6 +117,7 @@ def log_trials(parent_run_id: str, experiment_id: str, trials: list[dict[str, An
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "airloop.stage": "tune",
+                tracking.RUN_TYPE_TAG: "trial",  # nested under its candidate in the training view
                 "airloop.trial": str(t["number"]),
                 "airloop.trial_state": t["state"],
             },
