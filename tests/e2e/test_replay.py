@@ -23,9 +23,16 @@ def test_quarantine_then_replay_after_the_suite_is_fixed(tmp_path):
         f"name: shop\nsource: {{uri: '{landing.as_uri()}/shop_*.csv'}}\ntarget: churned\ntask: classification\n"
         "id_column: customer_id\nevent_time_column: event_time\n"
         "training: {n_iter: 1, cv_folds: 2, candidates: [{name: lr, estimator: logistic_regression}]}\n"
+        "evaluation: {baseline: false}\n"  # the corpus has no signal by design; this test is about quarantine
     )
     env = {"AIRLOOP_PIPELINES_DIR": str(pipelines), "AIRLOOP_SUITES_DIR": str(suites)}
 
+    # The feasibility study says no-go on this signal-free corpus and stops the first promotion ...
+    refused = airloop(["run", "shop", "--batch", "2026-01-01"], home, **env)
+    assert refused.returncode == 3 and "No-go for shop" in refused.stdout, refused.stdout[-3000:]
+    # ... until a person overrides it, with a reason.
+    forced = airloop(["feasibility", "shop", "--force", "--reason", "replay test corpus"], home, **env)
+    assert forced.returncode == 0, f"{forced.stdout[-2000:]}\n{forced.stderr[-2000:]}"
     first = airloop(["run", "shop", "--batch", "2026-01-01"], home, **env)
     assert first.returncode == 0, f"{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
     assert "shop: v1 is champion." in first.stdout

@@ -35,7 +35,10 @@ def client() -> Any:
         retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint else None,
     )
-    return boto3.client(
+    # A fresh session: boto3's default one caches the credentials it first found in the environment, so a worker
+    # whose credentials change (a rotated key, another identity) would go on signing with the old ones.
+    session = boto3.session.Session()
+    return session.client(
         "s3", endpoint_url=endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), config=config
     )
 
