@@ -77,8 +77,19 @@ def airflow_env() -> dict[str, str]:
         "MLFLOW_TRACKING_URI": mlflow_tracking_uri(),
         "GIT_PYTHON_REFRESH": "quiet",
     }
-    return {k: os.environ.get(k, v) for k, v in defaults.items()}
+    env = {k: os.environ.get(k, v) for k, v in defaults.items()}
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:"):
+        # Every component and task process writes to the one SQLite file; wait for the lock for up to
+        # SQLITE_CONNECT_ARGS["timeout"] seconds instead of sqlite3's 5 s default.
+        for suffix, name in (("", "SQLITE_CONNECT_ARGS"), ("_ASYNC", "SQLITE_CONNECT_ARGS_ASYNC")):
+            var = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS{suffix}"
+            env[var] = os.environ.get(var, f"airloop.settings.{name}")
+    return env
 
+
+# sqlite3's (and aiosqlite's) busy timeout for Airflow's metadata DB on the embedded default.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+SQLITE_CONNECT_ARGS_ASYNC = {"timeout": 60}  # its own dict: Airflow adds keys to the sync one
 
 SIGNING_KEY_ENV = "AIRLOOP_MODEL_SIGNING_KEY"
 SIGNING_CONNECTION_ENV = "AIRFLOW_CONN_AIRLOOP_MODEL_SIGNING"

@@ -30,12 +30,12 @@ class _Progress:
 
     def __init__(self, client: AirflowClient, say):
         self.client, self.say = client, say
-        self.seen: set[tuple[str, str]] = set()
+        self.seen: set[tuple[str, str, str | None]] = set()
         self.failed: list[str] = []
 
     def poll(self) -> None:
         for run in reversed(self.client.recent_runs()):
-            key = (run["dag_id"], run["dag_run_id"])
+            key = (run["dag_id"], run["dag_run_id"], run.get("start_date"))  # a re-queued run reports again
             if key in self.seen or run["state"] not in ("success", "failed"):
                 continue
             self.seen.add(key)
@@ -153,7 +153,7 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
         for stage in ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain"):
             client.wait_dag(cfg.dag_id(stage))  # parsed by the dag-processor (a fresh home takes a moment)
         wait_idle(client, progress, db)  # the scheduler's own runs for the latest interval (no data yet: skipped)
-        progress.seen |= {(r["dag_id"], r["dag_run_id"]) for r in client.recent_runs()}
+        progress.seen |= {(r["dag_id"], r["dag_run_id"], r.get("start_date")) for r in client.recent_runs()}
         days = [written["history_day"], *written["days"]]
         for i, day in enumerate(days):
             say(
@@ -166,13 +166,13 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
             )
             _deliver(incoming / "landing", root / "landing", f"*_{day}.csv")
             _deliver(incoming / "labels", root / "labels", f"*_{day}.csv")
-            client.wait_backfill(client.backfill(cfg.dag_id("ingest"), day)["id"])
+            client.wait_backfill(client.backfill(cfg.dag_id("ingest"), day), day)
             wait_idle(client, progress, db)
             if i == 0:
                 if not _outcomes(client, cfg) or not _outcomes(client, cfg)[0][1]:
                     raise StageRefused("the first model was not promoted (see the evaluate run in the Airflow UI)")
                 continue
-            client.wait_backfill(client.backfill(cfg.dag_id("monitor"), day)["id"])
+            client.wait_backfill(client.backfill(cfg.dag_id("monitor"), day), day)
             wait_idle(client, progress, db)
         if progress.failed:
             raise StageRefused("runs failed:\n  " + "\n  ".join(progress.failed))

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 FINISHED = {"success", "failed"}
+DB_ERROR_RETRIES = 4
 
 
 class AirflowAPIError(RuntimeError):
@@ -34,11 +35,19 @@ class AirflowClient:
         req.add_header("Accept", "application/json")
         if self._token:
             req.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as err:
-            raise AirflowAPIError(f"{method} {path}: HTTP {err.code}: {err.read()[:500]!r}") from None
+        for attempt in range(DB_ERROR_RETRIES + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    payload = resp.read()
+                break
+            except urllib.error.HTTPError as err:
+                detail = err.read()[:500]
+                # SQLite's single writer: a write that waited out the busy timeout answers 500 "Database error";
+                # the same request succeeds once the other writer is done.
+                if err.code == 500 and b"Database error" in detail and attempt < DB_ERROR_RETRIES:
+                    time.sleep(1.0 + attempt)
+                    continue
+                raise AirflowAPIError(f"{method} {path}: HTTP {err.code}: {detail!r}") from None
         if raw:
             return payload.decode(errors="replace")
         return json.loads(payload) if payload else None
@@ -107,18 +116,30 @@ class AirflowClient:
             "max_active_runs": 1,
             "reprocess_behavior": reprocess,
         }
-        return self._call("POST", "/api/v2/backfills", body)
-
-    def wait_backfill(self, backfill_id: int, timeout_s: float = 900) -> dict:
-        """Poll until the scheduler marks the backfill completed (after its last run); returns it."""
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + 120
         while True:
-            doc = self._call("GET", f"/api/v2/backfills/{backfill_id}")
-            if doc.get("completed_at"):
-                return doc
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"backfill {backfill_id} of {doc.get('dag_id')} not completed in {timeout_s:.0f} s")
-            time.sleep(1)
+            try:
+                return self._call("POST", "/api/v2/backfills", body)
+            except AirflowAPIError as err:
+                # The scheduler marks the previous backfill of this DAG completed only on its 30 s timer.
+                if "already a running backfill" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def backfill_run(self, dag_id: str, day: str) -> dict:
+        """The run of ``dag_id`` whose data interval starts on ``day`` (what :meth:`backfill` created, or the
+        earlier run it queued again)."""
+        recent = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-id&limit=50")["dag_runs"]
+        runs = [r for r in recent if (r.get("data_interval_start") or "").startswith(day)]
+        if not runs:
+            raise AirflowAPIError(f"{dag_id}: no run for the data interval starting {day}")
+        return runs[0]
+
+    def wait_backfill(self, backfill: dict, day: str, timeout_s: float = 900) -> dict:
+        """Poll until the backfill's run of ``day`` finishes; returns that run. (The scheduler marks the backfill
+        itself completed only on a 30 s timer, so waiting for ``completed_at`` would idle up to 30 s.)"""
+        run = self.backfill_run(backfill["dag_id"], day)
+        return self.wait(backfill["dag_id"], run["dag_run_id"], timeout_s=timeout_s)
 
     def wait_dag(self, dag_id: str, timeout_s: float = 300) -> dict:
         """Poll until the dag-processor has parsed ``dag_id`` (a new home or pipeline); returns the DAG."""
