@@ -53,19 +53,26 @@ class CBPEAccumulator:
         score = np.asarray(score, dtype=float)
         prob = np.asarray(prob, dtype=float)
         pred = np.asarray(pred_pos, dtype=bool)
-        b = np.clip((score * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
+        b = (score * SCORE_BINS).astype(np.intp)
+        np.clip(b, 0, SCORE_BINS - 1, out=b)
         pos = np.bincount(b, weights=prob, minlength=SCORE_BINS)
         self.pos += pos
         self.neg += np.bincount(b, minlength=SCORE_BINS) - pos
+        # Sums as dot products: one pass each, no temporaries of the chunk's size.
         n_pred = int(np.count_nonzero(pred))
-        tp = float(np.sum(prob, where=pred))
+        tp = float(prob @ pred)
         positives = float(prob.sum())
         fp, fn = n_pred - tp, positives - tp
         tn = score.size - n_pred - fn
         self.tp, self.fp, self.fn, self.tn = self.tp + tp, self.fp + fp, self.fn + fn, self.tn + tn
+        # log loss: -(p log s + (1 - p) log(1 - s)) = -(p (log s - log(1 - s)) + log(1 - s))
         s = np.clip(score, _EPS, 1 - _EPS)
-        self.log_loss += float(-(prob * np.log(s) + (1.0 - prob) * np.log1p(-s)).sum())
-        self.brier += float((prob * (1.0 - score) ** 2 + (1.0 - prob) * score**2).sum())
+        log_not = np.log1p(-s)
+        log_odds = np.log(s, out=s)
+        log_odds -= log_not
+        self.log_loss -= float(prob @ log_odds) + float(log_not.sum())
+        # Brier: p (1 - s)^2 + (1 - p) s^2 = s^2 - 2 p s + p
+        self.brier += float(score @ score) - 2.0 * float(prob @ score) + positives
         self.rows += score.size
 
     def metrics(self) -> dict[str, float]:

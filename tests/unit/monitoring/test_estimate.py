@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, log_loss, roc_auc_score
 
 from airloop.config import parse_pipeline
 from airloop.model.calibration import apply_calibration, fit_calibration
@@ -63,6 +63,9 @@ def test_the_accumulator_with_labels_is_the_realized_metric():
     got = acc.metrics()
     assert got["roc_auc"] == pytest.approx(roc_auc_score(y, score), abs=1e-4)
     assert got["accuracy"] == pytest.approx(accuracy_score(y, score > 0.5))
+    assert got["f1"] == pytest.approx(f1_score(y, score > 0.5))
+    assert got["log_loss"] == pytest.approx(log_loss(y, score), rel=1e-9)
+    assert got["brier"] == pytest.approx(brier_score_loss(y, score), rel=1e-9)
     assert apply_calibration(None, np.array([1.2, -0.1])).tolist() == [1.0, 0.0]
 
 
