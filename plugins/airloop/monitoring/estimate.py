@@ -38,14 +38,22 @@ _EPS = 1e-15
 
 
 class CBPEAccumulator:
-    """Expected (or, with 0/1 ``prob``, realized) binary metrics, accumulated over chunks of a batch."""
+    """Expected (or, with 0/1 ``prob``, realized) binary metrics, accumulated over chunks of a batch.
 
-    def __init__(self) -> None:
+    With ``band_rows`` it also keeps a uniform sample of that many rows of the whole stream (bottom-k of
+    random keys, drawn only for the rows that can enter), so :meth:`estimate` simulates the band once, at
+    the end, as :func:`cbpe` does for a batch in memory."""
+
+    def __init__(self, band_rows: int = 0, seed: int = 0) -> None:
         self.pos = np.zeros(SCORE_BINS)
         self.neg = np.zeros(SCORE_BINS)
         self.tp = self.fp = self.fn = self.tn = 0.0
         self.log_loss = self.brier = 0.0
         self.rows = 0
+        self.band_rows, self.seed = band_rows, seed
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._sample = np.empty((3, 0))  # score, prob, pred of the sampled rows
 
     def update(self, score: np.ndarray, prob: np.ndarray, pred_pos: np.ndarray) -> None:
         """Add rows: the model's positive-class ``score``, the probability each row is positive, and whether
@@ -73,7 +81,36 @@ class CBPEAccumulator:
         self.log_loss -= float(prob @ log_odds) + float(log_not.sum())
         # Brier: p (1 - s)^2 + (1 - p) s^2 = s^2 - 2 p s + p
         self.brier += float(score @ score) - 2.0 * float(prob @ score) + positives
+        if self.band_rows:
+            self._keep_sample(score, prob, pred)
         self.rows += score.size
+
+    def _keep_sample(self, score: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> None:
+        # A row enters the bottom-k only if its key is below the k-th smallest so far (``limit``); the number
+        # of such rows in the chunk is Binomial(n, limit), at uniform positions, with keys Uniform(0, limit).
+        full = self._keys.size >= self.band_rows
+        limit = float(self._keys.max()) if full else 1.0
+        m = int(self._rng.binomial(score.size, limit))
+        if m == 0:
+            return
+        idx = self._rng.choice(score.size, size=m, replace=False) if m < score.size else np.arange(score.size)
+        keys = np.concatenate([self._keys, limit * self._rng.random(m)])
+        sample = np.concatenate([self._sample, np.vstack([score[idx], prob[idx], pred[idx]])], axis=1)
+        if keys.size > self.band_rows:
+            keep = np.argpartition(keys, self.band_rows - 1)[: self.band_rows]
+            keys, sample = keys[keep], sample[:, keep]
+        self._keys, self._sample = keys, sample
+
+    def estimate(self) -> dict[str, Any]:
+        """{"metrics", "lower", "upper", "rows"} of the whole stream, as :func:`cbpe` gives for one batch; the
+        band (NaN without ``band_rows``) is simulated once on the kept sample and scaled to the stream's size."""
+        point = self.metrics()
+        if not self.band_rows or self._keys.size == 0:
+            nan = {name: math.nan for name in point}
+            return {"metrics": point, "lower": nan, "upper": dict(nan), "rows": self.rows}
+        score, prob, pred = self._sample
+        lower, upper = cbpe_band(score, prob, pred.astype(bool), point, rows=self.rows, seed=self.seed)
+        return {"metrics": point, "lower": lower, "upper": upper, "rows": self.rows}
 
     def metrics(self) -> dict[str, float]:
         """The binary metrics of the rows so far (NaN where undefined, e.g. no expected positives)."""

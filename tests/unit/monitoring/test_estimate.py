@@ -69,6 +69,30 @@ def test_the_accumulator_with_labels_is_the_realized_metric():
     assert apply_calibration(None, np.array([1.2, -0.1])).tolist() == [1.0, 0.0]
 
 
+def test_a_streamed_estimate_keeps_a_uniform_sample_for_its_band():
+    rng = np.random.default_rng(4)
+    # Chunks that differ (low scores first, high later): a sample of the first chunks only would show it.
+    chunks = [rng.beta(2, 5, 30_000) for _ in range(3)] + [rng.beta(5, 2, 30_000) for _ in range(3)]
+    score = np.concatenate(chunks)
+    acc = CBPEAccumulator(band_rows=5_000, seed=1)
+    for part in chunks:
+        acc.update(part, part, part > 0.5)
+    got = acc.estimate()
+    sampled = acc._sample[0]
+    assert sampled.size == 5_000 and abs(sampled.mean() - score.mean()) < 0.01
+    assert abs((sampled > 0.5).mean() - (score > 0.5).mean()) < 0.03
+    whole = cbpe(score, None)
+    assert got["rows"] == whole["rows"] == score.size
+    for name in ("roc_auc", "accuracy", "brier"):
+        assert got["metrics"][name] == pytest.approx(whole["metrics"][name], rel=1e-9)
+        assert got["lower"][name] < got["metrics"][name] < got["upper"][name], name
+        width, expected = got["upper"][name] - got["lower"][name], whole["upper"][name] - whole["lower"][name]
+        assert 0.7 * expected < width < 1.4 * expected, (name, width, expected)
+    bare = CBPEAccumulator()
+    bare.update(score, score, score > 0.5)
+    assert np.isnan(bare.estimate()["lower"]["roc_auc"])
+
+
 @pytest.mark.parametrize(
     ("trigger", "drift", "below", "retrain"),
     [
