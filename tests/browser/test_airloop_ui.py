@@ -178,7 +178,7 @@ def test_mlflow_opens_candidates_in_the_training_view(airloop_ui, page):
             assert {r.data.tags.get("airloop.run_type") for r in top} == {"candidate"}, "candidates on top"
 
     # The Airloop page's "MLflow: candidates" link opens the training view (MLflow 3.17 reads the view from the
-    # URL before the kind tag) listing the candidate runs and nothing else.
+    # URL, never from the kind tag) listing the candidate runs and nothing else.
     from airloop.store.tracking import TRAINING_VIEW
 
     exp_id = churn["experiments"]["training"]["id"]

@@ -56,12 +56,11 @@ def baseline_check(
             "passed": point > 1e-12,
             "detail": f"{head}; no bootstrap CI (too few rows), judged on the point estimate",
         }
-    lo, hi = cmp["ci"]
     passed = bounds[0] > 0
     verdict = "credibly better" if passed else "not credibly better than guessing"
     return {
         "check": "baseline",
         "passed": passed,
-        "detail": f"{head}; one-sided 95% lower bound {bounds[0]:+.4f} must be > 0 ({verdict}); 95% CI "
-        f"[{lo:+.4f}, {hi:+.4f}] over {cmp['resamples']} paired bootstrap resamples",
+        "detail": f"{head}; one-sided 95% lower bound {bounds[0]:+.4f} must be > 0 ({verdict}); two-sided 90% "
+        f"interval [{bounds[0]:+.4f}, {bounds[1]:+.4f}] over {cmp['resamples']} paired bootstrap resamples",
     }

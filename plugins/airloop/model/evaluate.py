@@ -310,8 +310,8 @@ def _baseline(
     cfg: PipelineConfig, metric: str, train_uri: str | None, y_true: Any, chall: dict
 ) -> dict[str, Any] | None:
     """The trivial baseline (:mod:`airloop.model.baseline`) on the holdout: {"kind", "value", "improvement",
-    "ci", "lower_bound", "_cmp"}; fitted on the training labels (the holdout's when the run has no train URI).
-    None when the metric is undefined for the baseline."""
+    "ci", "lower_bound", "interval_90", "_cmp"}; fitted on the training labels (the holdout's when the run has
+    no train URI). None when the metric is undefined for the baseline."""
     y_fit = y_true
     if train_uri:
         train = lake.read_parquet(train_uri)
@@ -328,6 +328,7 @@ def _baseline(
         "improvement": cmp["improvement"],
         "ci": cmp["ci"],
         "lower_bound": cmp["bounds"][0] if cmp["bounds"] else None,
+        "interval_90": cmp["bounds"],
         "_cmp": cmp,
     }
 

@@ -74,19 +74,18 @@ def render(cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str:
     if cv is not None:
         rows.insert(0, [metric, cv, f"CV ({params.get('cv_folds', '?')}-fold, training split)"])
     lines += _table(["metric", "value", "measured on"], rows)
+    from airloop.model.gate import describe_interval  # here: the card's other users (registry) need no pandas
+
     base = verdict.get("baseline")
     if base:
-        ci = base.get("ci")
-        shown = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "not available"
+        shown = describe_interval(base.get("lower_bound"), base.get("interval_90"))
         lines += [
             "",
             f"Against the trivial baseline ({base['kind']}) on the same holdout: {metric} "
-            f"{fmt(verdict['challenger_metric'])} vs {fmt(base['value'])}; improvement {fmt(base['improvement'])}, "
-            f"95% bootstrap CI {shown}, one-sided 95% lower bound {fmt(base.get('lower_bound'))}.",
+            f"{fmt(verdict['challenger_metric'])} vs {fmt(base['value'])}; improvement {fmt(base['improvement'])}; "
+            f"{shown}. The gate's rule: the one-sided 95% lower bound must be above 0.",
         ]
     if verdict.get("champion_metric") is not None:
-        from airloop.model.gate import describe_interval
-
         shown = describe_interval(verdict.get("lower_bound"), verdict.get("interval_90"))
         lines += [
             "",

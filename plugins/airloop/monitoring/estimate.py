@@ -38,14 +38,22 @@ _EPS = 1e-15
 
 
 class CBPEAccumulator:
-    """Expected (or, with 0/1 ``prob``, realized) binary metrics, accumulated over chunks of a batch."""
+    """Expected (or, with 0/1 ``prob``, realized) binary metrics, accumulated over chunks of a batch.
 
-    def __init__(self) -> None:
+    With ``band_rows`` it also keeps a uniform sample of that many rows of the whole stream (bottom-k of
+    random keys, drawn only for the rows that can enter), so :meth:`estimate` simulates the band once, at
+    the end, as :func:`cbpe` does for a batch in memory."""
+
+    def __init__(self, band_rows: int = 0, seed: int = 0) -> None:
         self.pos = np.zeros(SCORE_BINS)
         self.neg = np.zeros(SCORE_BINS)
         self.tp = self.fp = self.fn = self.tn = 0.0
         self.log_loss = self.brier = 0.0
         self.rows = 0
+        self.band_rows, self.seed = band_rows, seed
+        self._rng = np.random.default_rng(seed)
+        self._keys = np.empty(0)
+        self._sample = np.empty((3, 0))  # score, prob, pred of the sampled rows
 
     def update(self, score: np.ndarray, prob: np.ndarray, pred_pos: np.ndarray) -> None:
         """Add rows: the model's positive-class ``score``, the probability each row is positive, and whether
@@ -53,20 +61,56 @@ class CBPEAccumulator:
         score = np.asarray(score, dtype=float)
         prob = np.asarray(prob, dtype=float)
         pred = np.asarray(pred_pos, dtype=bool)
-        b = np.clip((score * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
+        b = (score * SCORE_BINS).astype(np.intp)
+        np.clip(b, 0, SCORE_BINS - 1, out=b)
         pos = np.bincount(b, weights=prob, minlength=SCORE_BINS)
         self.pos += pos
         self.neg += np.bincount(b, minlength=SCORE_BINS) - pos
+        # Sums as dot products: one pass each, no temporaries of the chunk's size.
         n_pred = int(np.count_nonzero(pred))
-        tp = float(np.sum(prob, where=pred))
+        tp = float(prob @ pred)
         positives = float(prob.sum())
         fp, fn = n_pred - tp, positives - tp
         tn = score.size - n_pred - fn
         self.tp, self.fp, self.fn, self.tn = self.tp + tp, self.fp + fp, self.fn + fn, self.tn + tn
+        # log loss: -(p log s + (1 - p) log(1 - s)) = -(p (log s - log(1 - s)) + log(1 - s))
         s = np.clip(score, _EPS, 1 - _EPS)
-        self.log_loss += float(-(prob * np.log(s) + (1.0 - prob) * np.log1p(-s)).sum())
-        self.brier += float((prob * (1.0 - score) ** 2 + (1.0 - prob) * score**2).sum())
+        log_not = np.log1p(-s)
+        log_odds = np.log(s, out=s)
+        log_odds -= log_not
+        self.log_loss -= float(prob @ log_odds) + float(log_not.sum())
+        # Brier: p (1 - s)^2 + (1 - p) s^2 = s^2 - 2 p s + p
+        self.brier += float(score @ score) - 2.0 * float(prob @ score) + positives
+        if self.band_rows:
+            self._keep_sample(score, prob, pred)
         self.rows += score.size
+
+    def _keep_sample(self, score: np.ndarray, prob: np.ndarray, pred: np.ndarray) -> None:
+        # A row enters the bottom-k only if its key is below the k-th smallest so far (``limit``); the number
+        # of such rows in the chunk is Binomial(n, limit), at uniform positions, with keys Uniform(0, limit).
+        full = self._keys.size >= self.band_rows
+        limit = float(self._keys.max()) if full else 1.0
+        m = int(self._rng.binomial(score.size, limit))
+        if m == 0:
+            return
+        idx = self._rng.choice(score.size, size=m, replace=False) if m < score.size else np.arange(score.size)
+        keys = np.concatenate([self._keys, limit * self._rng.random(m)])
+        sample = np.concatenate([self._sample, np.vstack([score[idx], prob[idx], pred[idx]])], axis=1)
+        if keys.size > self.band_rows:
+            keep = np.argpartition(keys, self.band_rows - 1)[: self.band_rows]
+            keys, sample = keys[keep], sample[:, keep]
+        self._keys, self._sample = keys, sample
+
+    def estimate(self) -> dict[str, Any]:
+        """{"metrics", "lower", "upper", "rows"} of the whole stream, as :func:`cbpe` gives for one batch; the
+        band (NaN without ``band_rows``) is simulated once on the kept sample and scaled to the stream's size."""
+        point = self.metrics()
+        if not self.band_rows or self._keys.size == 0:
+            nan = {name: math.nan for name in point}
+            return {"metrics": point, "lower": nan, "upper": dict(nan), "rows": self.rows}
+        score, prob, pred = self._sample
+        lower, upper = cbpe_band(score, prob, pred.astype(bool), point, rows=self.rows, seed=self.seed)
+        return {"metrics": point, "lower": lower, "upper": upper, "rows": self.rows}
 
     def metrics(self) -> dict[str, float]:
         """The binary metrics of the rows so far (NaN where undefined, e.g. no expected positives)."""

@@ -25,6 +25,8 @@ from scipy import stats
 
 VARIANCE_KEPT = 0.65  # as NannyML's data reconstruction drift: enough to leave room for a changed structure
 MAX_CATEGORIES = 20  # one-hot levels per categorical column (the rest share one column)
+MAX_HALF_ROWS = 100_000  # reference rows fitting the PCA, and as many in the no-drift pool
+ENCODE_ROWS = 1 << 17  # rows encoded at a time when scoring
 
 
 class ReconstructionDrift:
@@ -34,7 +36,9 @@ class ReconstructionDrift:
         rng = np.random.default_rng(seed)
         self.numeric, self.categorical = list(numeric), list(categorical)
         self.seed = seed
-        order = rng.permutation(len(reference))
+        # At most MAX_HALF_ROWS rows per half: the axes and the pool's error distribution are settled long before
+        # that, and a reference of millions of rows would otherwise cost seconds.
+        order = rng.permutation(len(reference))[: 2 * MAX_HALF_ROWS]
         fit = reference.iloc[order[: len(order) // 2]]
         pool = reference.iloc[order[len(order) // 2 :]]
         self.medians = {c: float(np.nanmedian(_floats(fit[c]))) if fit[c].notna().any() else 0.0 for c in numeric}
@@ -53,27 +57,42 @@ class ReconstructionDrift:
         self.pool_sorted = np.sort(self.errors(pool))
 
     def _encode(self, frame: pd.DataFrame, *, standardize: bool = True) -> np.ndarray:
-        cols = []
+        # One preallocated matrix: per numeric column its value (median for missing) and a missingness flag;
+        # per categorical column one-hot of its levels plus "other" (missing included), set from the codes of
+        # the distinct values, not by comparing every row's text with every level.
+        n = len(frame)
+        width = 2 * len(self.numeric) + sum(len(self.levels[c]) + 1 for c in self.categorical)
+        X = np.zeros((n, width))
+        at = 0
         for c in self.numeric:
             v = _floats(frame[c])
-            cols.append(np.where(np.isnan(v), self.medians[c], v))
-            cols.append(np.isnan(v).astype(float))  # missingness is part of the joint structure
+            missing = np.isnan(v)
+            X[:, at] = np.where(missing, self.medians[c], v)
+            X[:, at + 1] = missing  # missingness is part of the joint structure
+            at += 2
+        rows = np.arange(n)
         for c in self.categorical:
-            text = frame[c].astype("string")
-            known = np.zeros(len(frame), dtype=bool)
-            for level in self.levels[c]:
-                hit = (text == level).fillna(False).to_numpy(dtype=bool)
-                known |= hit
-                cols.append(hit.astype(float))
-            cols.append((~known).astype(float))
-        X = np.column_stack(cols) if cols else np.empty((len(frame), 0))
-        return (X - self.mean) / self.scale if standardize else X
+            levels = self.levels[c]
+            codes, uniques = pd.factorize(frame[c], use_na_sentinel=True)
+            where = pd.Index(levels).get_indexer(pd.Index(uniques).astype("string"))
+            where = np.where(where >= 0, where, len(levels))  # unknown levels: "other"
+            column = np.append(where, len(levels))[codes]  # code -1 (missing) picks the appended "other"
+            X[rows, at + column] = 1.0
+            at += len(levels) + 1
+        if standardize:
+            X -= self.mean
+            X /= self.scale
+        return X
 
     def errors(self, frame: pd.DataFrame) -> np.ndarray:
         """Each row's squared reconstruction error (standardized units)."""
-        Z = self._encode(frame)
-        back = (Z @ self.components.T) @ self.components
-        return np.sum((Z - back) ** 2, axis=1)
+        out = np.empty(len(frame))
+        for start in range(0, len(frame), ENCODE_ROWS):  # bounded memory: the encoding is rows x inputs
+            Z = self._encode(frame.iloc[start : start + ENCODE_ROWS])
+            # The components are orthonormal, so |z - back|^2 = |z|^2 - |projection|^2.
+            P = Z @ self.components.T
+            out[start : start + len(Z)] = np.einsum("ij,ij->i", Z, Z) - np.einsum("ij,ij->i", P, P)
+        return np.clip(out, 0.0, None, out=out)
 
     def ranks(self, errors: np.ndarray) -> float:
         """The Mann-Whitney count of a chunk's errors: per row, the pool errors below it (ties count half).

@@ -52,6 +52,7 @@ class StreamingDrift:
         self.levels = {c: pd.Index(sample[c].dropna().astype(str).unique()) for c in categorical}
         self.ref = {c: np.zeros(self._size(c), dtype=np.int64) for c in [*numeric, *categorical]}
         self.cur = {c: np.zeros(self._size(c), dtype=np.int64) for c in [*numeric, *categorical]}
+        self._executor: ThreadPoolExecutor | None = None
 
     def _size(self, c: str) -> int:
         # numeric: edges + 1 bins and a missing bin; categorical: the levels, "(other)" and a missing bin
@@ -59,31 +60,72 @@ class StreamingDrift:
 
     def _count(self, c: str, values: pd.Series) -> np.ndarray:
         if c in self.edges:
+            return self._count_numeric(c, values)
+        return self._count_categorical(c, values)
+
+    def _count_numeric(self, c: str, values: pd.Series) -> np.ndarray:
+        # Bins (e[i-1], e[i]]: the number of edges below each value. Ten vector comparisons into an int8
+        # counter beat np.searchsorted (a binary search per value) about 4x at ten bins. float32 columns are
+        # compared in float32, against the smallest float32 above each edge (v > e <=> v >= that), so they are
+        # not copied to float64 and count exactly as float64 values would.
+        exact = self.edges[c]
+        if values.dtype == np.float32:
+            v = values.to_numpy()
+            nearest = exact.astype(np.float32)
+            edges = np.where(nearest > exact, nearest, np.nextafter(nearest, np.float32(np.inf)))
+            above = np.greater_equal
+        else:
             v = values.to_numpy(dtype="float64", na_value=np.nan)
-            # bins (e[i-1], e[i]]: the number of edges below each value; a few vector comparisons beat a
-            # binary search per value at ten bins
-            idx = np.zeros(v.size, dtype=np.int16)
-            for edge in self.edges[c]:
-                idx += v > edge
-            idx[np.isnan(v)] = self.edges[c].size + 1
-            return np.bincount(idx, minlength=self._size(c))
+            edges, above = exact, np.greater
+        small = edges.size < 127
+        idx = np.zeros(v.size, dtype=np.int8 if small else np.int16)
+        hit = np.empty(v.size, dtype=bool)
+        for edge in edges:
+            above(v, edge, out=hit)
+            idx += hit.view(np.int8) if small else hit
+        out = np.bincount(idx.view(np.uint8) if small else idx, minlength=self._size(c))
+        missing = int(np.count_nonzero(np.isnan(v)))  # NaN compares False: counted in bin 0 so far
+        out[0] -= missing
+        out[-1] += missing
+        return out
+
+    def _count_categorical(self, c: str, values: pd.Series) -> np.ndarray:
+        # Count the codes, then map each distinct value to its level once (not every row's string).
         levels = self.levels[c]
-        if isinstance(values.dtype, pd.CategoricalDtype):  # count the codes, then map the categories once
-            per_code = np.bincount(values.cat.codes.to_numpy() + 1, minlength=len(values.cat.categories) + 1)
-            where = levels.get_indexer(values.cat.categories.astype(str))
-            out = np.zeros(self._size(c), dtype=np.int64)
-            np.add.at(out, np.where(where >= 0, where, len(levels)), per_code[1:])
-            out[-1] += per_code[0]
-            return out
-        codes = levels.get_indexer(values.astype(str).where(values.notna(), None))
-        codes = np.where(values.isna().to_numpy(), len(levels) + 1, np.where(codes >= 0, codes, len(levels)))
-        return np.bincount(codes, minlength=self._size(c))
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+        else:
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        per_code = np.bincount(codes.astype(np.intp) + 1, minlength=len(uniques) + 1)
+        where = levels.get_indexer(pd.Index(uniques).astype(str))
+        out = np.zeros(self._size(c), dtype=np.int64)
+        np.add.at(out, np.where(where >= 0, where, len(levels)), per_code[1:])
+        out[-1] += per_code[0]
+        return out
 
     def _add(self, target: dict[str, np.ndarray], chunk: pd.DataFrame) -> None:
         columns = [*self.numeric, *self.categorical]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sketch") as pool:
-            for c, counts in zip(columns, pool.map(lambda c: self._count(c, chunk[c]), columns), strict=True):
-                target[c] += counts
+        if self.workers <= 1:
+            counted = [self._count(c, chunk[c]) for c in columns]
+        else:
+            counted = list(self._pool().map(lambda c: self._count(c, chunk[c]), columns))
+        for c, counts in zip(columns, counted, strict=True):
+            target[c] += counts
+
+    def _pool(self) -> ThreadPoolExecutor:
+        # One pool for the whole stream (numpy releases the GIL in the comparisons and counts).
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sketch")
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the counting threads (also done when the sketch is garbage-collected)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def add_reference(self, chunk: pd.DataFrame) -> None:
         """Count a chunk of reference rows."""

@@ -85,8 +85,8 @@ def configure_mlflow() -> str:
     return uri
 
 
-# MLflow 3's UI picks the experiment's view from this tag; without it, an experiment with few runs opens in
-# the GenAI view (Traces, Token Usage). Airloop's experiments are classic model development.
+# MLflow's record of an experiment's kind: Airloop's are classic model development. MLflow 3.17's UI does not
+# read it to pick the view (its global GenAI / Model training switch decides; docs/ui.md, "In MLflow").
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
@@ -108,7 +108,8 @@ def experiment_name(cfg: PipelineConfig, purpose: str = "training") -> str:
 
 def ensure_experiment(cfg: PipelineConfig, purpose: str = "training") -> str:
     """The experiment id of :func:`experiment_name` for ``purpose``, created (or restored) on first use, and
-    tagged as a model-development experiment (so MLflow opens it in the training view).
+    tagged as a model-development experiment (its kind; the view MLflow opens is chosen by the link, see
+    :data:`TRAINING_VIEW`).
 
     New experiments store artifacts under ``{mlflow_artifact_root()}/{pipeline}`` when a root is configured,
     so pipelines do not share one folder; with no root the tracking server decides.
@@ -149,8 +150,8 @@ def ui_url() -> str:
     return os.environ.get("AIRLOOP_MLFLOW_UI_URL", DEFAULT_UI_URL).rstrip("/")
 
 
-# MLflow 3.17's UI chooses GenAI or model training from this URL parameter before the experiment's kind tag
-# (without it a first visit lands on the GenAI overview: Traces, Token Usage), so Airloop's links carry it.
+# MLflow 3.17's UI chooses GenAI or model training from this URL parameter, else from the browser's remembered
+# switch (default GenAI: Traces, Token Usage), never from the kind tag; so Airloop's links carry it.
 TRAINING_VIEW = "?workflowType=machine_learning"
 
 

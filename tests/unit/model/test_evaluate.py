@@ -100,6 +100,7 @@ def test_first_model_is_blessed_registered_and_challenger(trained):
     base = verdict["baseline"]
     assert base["kind"] == "class prior" and base["value"] == pytest.approx(0.5)  # a constant score
     assert base["lower_bound"] > 0.2 and base["ci"][0] <= base["improvement"] <= base["ci"][1]
+    assert base["interval_90"][0] == base["lower_bound"] < base["improvement"] < base["interval_90"][1]
     assert any(r.startswith("PASS baseline: roc_auc") and "class prior baseline" in r for r in verdict["reasons"])
     assert verdict["holdout_uri"] == trained["split"]["test_uri"]
     assert len(verdict["summary"].splitlines()) >= 4 and "BLESSED" in verdict["summary"]

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from airloop.config import parse_pipeline
 from airloop.model import modelcard
+from airloop.model.baseline import baseline_check
 from airloop.model.gate import champion_check
 
 
@@ -42,3 +43,39 @@ def test_card_shows_the_one_sided_bound_with_the_two_sided_90_interval():
     assert "95% bootstrap CI" not in card and "[-0.0010" not in card
     assert "| roc_auc | 0.8300 | holdout |" in card and "| roc_auc | 0.8000 | CV (3-fold, training split) |" in card
     assert "Recent window (latest labeled production rows: 120 rows" in card
+
+
+def test_card_shows_the_baseline_comparison_as_the_gate_rule_reads():
+    cfg = parse_pipeline(
+        {"name": "shop", "source": {"uri": "file:///x/*.csv"}, "target": "y", "task": "classification"}, "shop.yaml"
+    )
+    run = SimpleNamespace(data=SimpleNamespace(tags={}, params={}, metrics={}), info=SimpleNamespace(run_id="r1"))
+    # Credibly better than guessing (5th percentile > 0) while the two-sided 95% interval includes zero.
+    cmp = {"improvement": 0.03, "ci": [-0.004, 0.061], "bounds": [0.003, 0.057], "resamples": 200}
+    check = baseline_check(cfg, "roc_auc", 0.53, 0.5, cmp)
+    assert check["passed"]
+    assert "one-sided 95% lower bound +0.0030 must be > 0" in check["detail"]
+    assert "two-sided 90% interval [+0.0030, +0.0570]" in check["detail"] and "-0.0040" not in check["detail"]
+    verdict = {
+        "metric": "roc_auc",
+        "version": "1",
+        "blessed": True,
+        "reasons": [f"PASS baseline: {check['detail']}"],
+        "metrics": {"roc_auc": 0.53},
+        "champion_metric": None,
+        "challenger_metric": 0.53,
+        "baseline": {
+            "kind": "class prior",
+            "value": 0.5,
+            "improvement": 0.03,
+            "ci": cmp["ci"],
+            "lower_bound": 0.003,
+            "interval_90": cmp["bounds"],
+        },
+    }
+    card = modelcard.render(cfg, run, verdict)
+    line = next(x for x in card.splitlines() if x.startswith("Against the trivial baseline"))
+    assert "roc_auc 0.5300 vs 0.5000; improvement 0.0300" in line
+    assert "one-sided 95% lower bound +0.0030; two-sided 90% interval [+0.0030, +0.0570]" in line
+    assert "lower bound must be above 0" in line
+    assert "95% bootstrap CI" not in card and "-0.0040" not in card and "0.0610" not in card

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, log_loss, roc_auc_score
 
 from airloop.config import parse_pipeline
 from airloop.model.calibration import apply_calibration, fit_calibration
@@ -63,7 +63,34 @@ def test_the_accumulator_with_labels_is_the_realized_metric():
     got = acc.metrics()
     assert got["roc_auc"] == pytest.approx(roc_auc_score(y, score), abs=1e-4)
     assert got["accuracy"] == pytest.approx(accuracy_score(y, score > 0.5))
+    assert got["f1"] == pytest.approx(f1_score(y, score > 0.5))
+    assert got["log_loss"] == pytest.approx(log_loss(y, score), rel=1e-9)
+    assert got["brier"] == pytest.approx(brier_score_loss(y, score), rel=1e-9)
     assert apply_calibration(None, np.array([1.2, -0.1])).tolist() == [1.0, 0.0]
+
+
+def test_a_streamed_estimate_keeps_a_uniform_sample_for_its_band():
+    rng = np.random.default_rng(4)
+    # Chunks that differ (low scores first, high later): a sample of the first chunks only would show it.
+    chunks = [rng.beta(2, 5, 30_000) for _ in range(3)] + [rng.beta(5, 2, 30_000) for _ in range(3)]
+    score = np.concatenate(chunks)
+    acc = CBPEAccumulator(band_rows=5_000, seed=1)
+    for part in chunks:
+        acc.update(part, part, part > 0.5)
+    got = acc.estimate()
+    sampled = acc._sample[0]
+    assert sampled.size == 5_000 and abs(sampled.mean() - score.mean()) < 0.01
+    assert abs((sampled > 0.5).mean() - (score > 0.5).mean()) < 0.03
+    whole = cbpe(score, None)
+    assert got["rows"] == whole["rows"] == score.size
+    for name in ("roc_auc", "accuracy", "brier"):
+        assert got["metrics"][name] == pytest.approx(whole["metrics"][name], rel=1e-9)
+        assert got["lower"][name] < got["metrics"][name] < got["upper"][name], name
+        width, expected = got["upper"][name] - got["lower"][name], whole["upper"][name] - whole["lower"][name]
+        assert 0.7 * expected < width < 1.4 * expected, (name, width, expected)
+    bare = CBPEAccumulator()
+    bare.update(score, score, score > 0.5)
+    assert np.isnan(bare.estimate()["lower"]["roc_auc"])
 
 
 @pytest.mark.parametrize(

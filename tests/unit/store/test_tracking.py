@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -36,3 +39,45 @@ def test_an_experiment_made_before_the_kind_tag_gets_it(mlflow_store):
     assert "mlflow.experimentKind" not in client.get_experiment(old).tags
     assert tracking.ensure_experiment(cfg("old")) == old
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def _ui_bundle() -> str:
+    """The installed MLflow UI's main JS bundle (what decides which view an experiment opens in)."""
+    import mlflow
+
+    build = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    mains = sorted(build.glob("main.*.js"))
+    assert len(mains) == 1, f"{build}: expected one main.*.js, found {[m.name for m in mains]}"
+    return mains[0].read_text(encoding="utf-8")
+
+
+def test_the_view_values_airloop_sets_are_ones_mlflows_ui_accepts():
+    """docs/ui.md: the link parameter and the kind tag must be values of the installed UI's own enums."""
+    bundle = _ui_bundle()
+    view = tracking.TRAINING_VIEW.removeprefix("?workflowType=")
+    assert f'e.MACHINE_LEARNING="{view}"' in bundle
+    assert f'e.CUSTOM_MODEL_DEVELOPMENT="{tracking.EXPERIMENT_KIND}"' in bundle
+    # The switch is remembered per browser under this key, "genai" until a person picks otherwise.
+    assert re.search(r'key:"mlflow\.workflowType",version:1,initialValue:\w+', bundle)
+    assert 'e.GENAI="genai"' in bundle
+
+
+def test_mlflows_ui_still_ignores_the_kind_tag_for_the_view():
+    """docs/ui.md says no tag can make MLflow's own experiment list open the training view: the UI reads the
+    ``mlflow.experimentKind`` tag only when a build flag is off, and this build fixes the flag on. When an
+    MLflow upgrade changes that, this fails and the paragraph (and maybe the tag) must be revisited."""
+    bundle = _ui_bundle()
+    # const l=e=>{const{workflowType:t}=...,n=(0,s.Z0)();return useMemo(()=>n?m(t):(tag lookup)(e),...)}
+    hook = re.search(
+        r"\{const\{workflowType:\w+\}=\(0,\w+\.\w+\)\(\),\w+=\(0,(\w+)\.(\w+)\)\(\);"
+        r'return\(0,\w+\.useMemo\)\(\(\)=>\w+\?\w+\(\w+\):\(e=>\{[^{}]*"mlflow\.experimentKind"',
+        bundle,
+    )
+    assert hook, "MLflow's UI no longer picks the experiment kind from the workflow switch before the tag"
+    module_var, flag_export = hook.groups()
+    imported = re.search(rf"\b{module_var}=n\((\d+)\)", bundle[max(0, hook.start() - 400) : hook.start()])
+    assert imported, f"import of {module_var} next to the kind hook"
+    module = bundle[bundle.index(f"{imported.group(1)}(e,t,n){{") :][:20_000]
+    local = re.search(rf"\b{flag_export}:\(\)=>(\w+)", module)
+    assert local, f"export {flag_export} of module {imported.group(1)}"
+    assert re.search(rf"[,;{{]{local.group(1)}=\(\)=>!0", module), "the flag is no longer fixed on"
