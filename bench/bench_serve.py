@@ -392,9 +392,9 @@ def child_batch(args) -> int:
 
     cfg = get_pipeline(args.pipeline)
     if args.mode == "score_batch":
-        from airloop.store import registry
+        from airloop.store import promotions
 
-        registry.promote(cfg, args.version, reason="benchmark", actor="bench")
+        promotions.promote(cfg, args.version, reason="benchmark", actor="bench")
         Path("/proc/self/clear_refs").write_text("5")
         base = _rss_kib("VmRSS")
         t0 = time.perf_counter()
@@ -473,7 +473,7 @@ def main() -> int:
         }
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         from airloop.config import get_pipeline
-        from airloop.store import models, registry
+        from airloop.store import models, promotions
 
         families = []
         for task, info in trained.items():
@@ -482,7 +482,7 @@ def main() -> int:
             row = info["row"]
             body_file.write_text(json.dumps({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}))
             first = next(iter(info["versions"].values()))
-            registry.promote(cfg, first, reason="benchmark", actor="bench")
+            promotions.promote(cfg, first, reason="benchmark", actor="bench")
             workers = sorted({w for w, _ in configs})
             servers = {}
             for w in workers:
@@ -493,7 +493,7 @@ def main() -> int:
                 for port, proc in servers.values():
                     wait_for(port, "/health", proc, serves(first))
                 for family, version in info["versions"].items():
-                    registry.promote(cfg, version, reason="benchmark", actor="bench")
+                    promotions.promote(cfg, version, reason="benchmark", actor="bench")
                     for w, (port, proc) in servers.items():
                         for _ in range(8 * w):  # every worker follows the alias
                             wait_for(port, "/health", proc, serves(version), timeout_s=60)

@@ -118,11 +118,11 @@ def release_dags(cfg) -> None:
     def rollback_dag():
         @task
         def rollback(**context) -> dict:
-            from airloop.store import registry
+            from airloop.store import promotions
 
             user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
             p = context["params"]
-            return call(registry.rollback, cfg, p["to_version"] or None, reason=p["reason"], actor=user)
+            return call(promotions.rollback, cfg, p["to_version"] or None, reason=p["reason"], actor=user)
 
         rollback()
 

@@ -41,15 +41,15 @@ def trigger_from_form(page, ui, dag_id: str, fill: dict[str, str]) -> dict:
 
 SECOND_CHAMPION = """
 from airloop.config import get_pipeline
-from airloop.store import models, registry
+from airloop.store import models, promotions, registry
 cfg = get_pipeline("churn")
 champ = registry.get_version(cfg, "champion")
-mine = [r for r in registry.promotion_log(cfg) if r["version"] == str(champ.version) and r["event"] == "promotion"]
+mine = [r for r in promotions.promotion_log(cfg) if r["version"] == str(champ.version) and r["event"] == "promotion"]
 if not (mine and mine[-1].get("previous")):
     # The demo kept its first champion: register the same model again and promote it, so there is a previous one.
     mv = registry._client().create_model_version(cfg.registered_model_name, champ.source, run_id=champ.run_id)
     models.bless(cfg.registered_model_name, str(mv.version), champ.run_id, champ.source)  # as the gate signs
-    registry.promote(cfg, str(mv.version), reason="browser test: a second champion", actor="test")
+    promotions.promote(cfg, str(mv.version), reason="browser test: a second champion", actor="test")
 print(registry.get_version(cfg, "champion").version)
 """
 

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     import numpy as np, pandas as pd, mlflow
     from sklearn.linear_model import LogisticRegression
-    from airloop.store import registry, tracking
+    from airloop.store import promotions, registry, tracking
     from airloop.config import get_pipeline
     from airloop.orchestration.runner import Runner
     from airloop.model.train import log_sklearn_model
@@ -44,8 +44,8 @@ CHILD = textwrap.dedent(
                              "champion_metric": 0.9, "ci": [0.001, 0.02], "metrics": {"roc_auc": 0.91},
                              "reasons": ["PASS champion: roc_auc credibly better"]}, "gate/verdict.json")
         versions.append(registry.register(cfg, info.model_uri, run.info.run_id))
-    registry.promote(cfg, versions[0], reason="first model", actor="setup")
-    registry.set_challenger(cfg, versions[1])
+    promotions.promote(cfg, versions[0], reason="first model", actor="setup")
+    promotions.set_challenger(cfg, versions[1])
 
     runner = Runner()
 
@@ -99,7 +99,7 @@ CHILD = textwrap.dedent(
         "state": run.state, "tasks": run.tasks, "promoted": run.returns.get("promote"),
         "rejection": run.returns.get("record_rejection"), "champion": str(mv.version),
         "tags": registry._client().get_model_version(cfg.registered_model_name, versions[1]).tags,
-        "log": registry.promotion_log(cfg)}, default=str))
+        "log": promotions.promotion_log(cfg)}, default=str))
     """
 )
 

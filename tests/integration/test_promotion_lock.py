@@ -17,21 +17,21 @@ def make_cfg(name):
 
 
 def test_postgres_advisory_lock_excludes_a_second_session_of_the_same_model(postgres_url, monkeypatch, tmp_path):
-    from airloop.store import registry
+    from airloop.store import promotions
 
     monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_url)
     events: list[str] = []
 
     def second() -> None:
-        with registry.promotion_lock(make_cfg("pgl")) as kind:
+        with promotions.promotion_lock(make_cfg("pgl")) as kind:
             events.append(f"second got {kind}")
 
-    with registry.promotion_lock(make_cfg("pgl")) as kind:
+    with promotions.promotion_lock(make_cfg("pgl")) as kind:
         assert kind == "postgres-advisory"
         other = threading.Thread(target=second, daemon=True)
         other.start()
-        with registry.promotion_lock(make_cfg("other_model")):  # another model's lock is independent
+        with promotions.promotion_lock(make_cfg("other_model")):  # another model's lock is independent
             events.append("other model")
         time.sleep(1.5)
         assert events == ["other model"], "a second session took the lock while it was held"

@@ -49,7 +49,7 @@ def blessed(mlflow_store, cfg, frame):
     from sklearn.linear_model import LogisticRegression
 
     from airloop.model.train import log_sklearn_model
-    from airloop.store import registry, tracking
+    from airloop.store import promotions, registry, tracking
 
     X, y = frame
     exp = tracking.ensure_experiment(cfg)
@@ -57,7 +57,7 @@ def blessed(mlflow_store, cfg, frame):
         info, fmt = log_sklearn_model(LogisticRegression().fit(X, y), X)
     assert fmt == "skops"
     version = registry.register(cfg, info.model_uri, run.info.run_id)
-    registry.promote(cfg, version, reason="test", actor="tester")
+    promotions.promote(cfg, version, reason="test", actor="tester")
     return version
 
 
@@ -82,7 +82,7 @@ def _point_champion(cfg, version):
 
 
 def test_a_pickle_champion_never_runs_and_is_refused_everywhere(blessed, cfg, tmp_path, caplog):
-    from airloop.store import models, registry
+    from airloop.store import models, promotions, registry
 
     marker = tmp_path / "pwned"
     evil = _register_by_hand(cfg, Exploit(str(marker)), "pickle")
@@ -101,7 +101,7 @@ def test_a_pickle_champion_never_runs_and_is_refused_everywhere(blessed, cfg, tm
         assert refused and "not blessed" in refused[-1]["reason"]
         # promote refuses it too: the gate's own path cannot make it champion
         with pytest.raises(models.ModelRefused):
-            registry.promote(cfg, evil, reason="x", actor="attacker")
+            promotions.promote(cfg, evil, reason="x", actor="attacker")
     finally:
         _point_champion(cfg, blessed)
 

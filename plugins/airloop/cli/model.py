@@ -24,10 +24,10 @@ def cmd_rollback(args) -> int:
     """Restore the previous champion (or ``--to``) directly in the registry, with the same lock and record as
     the rollback DAG: in an incident this must not wait for a scheduler."""
     from airloop.config import get_pipeline
-    from airloop.store import registry
+    from airloop.store import promotions
 
     cfg = get_pipeline(args.name)
-    record = registry.rollback(cfg, args.to, reason=args.reason, actor=_actor())
+    record = promotions.rollback(cfg, args.to, reason=args.reason, actor=_actor())
     print(
         f"{cfg.name}: v{record['version']} is champion again (was v{record['previous']}); "
         f"reason recorded: {record['reason']!r}; log: {record['log_uri']}"
@@ -37,9 +37,9 @@ def cmd_rollback(args) -> int:
 
 def cmd_promotions(args) -> int:
     from airloop.config import get_pipeline
-    from airloop.store import registry
+    from airloop.store import promotions
 
-    records = registry.promotion_log(get_pipeline(args.name))
+    records = promotions.promotion_log(get_pipeline(args.name))
     if args.json:
         print(json.dumps(records, indent=2, default=str))
         return 0

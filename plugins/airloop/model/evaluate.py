@@ -42,7 +42,7 @@ from airloop.model import infra
 from airloop.model.baseline import baseline_check, baseline_kind, baseline_scored
 from airloop.model.gate import champion_check, compare, describe_interval, slice_check, slice_metrics, window_check
 from airloop.model.metrics import check_metric, compute_metrics, greater_is_better, predict_with_proba
-from airloop.store import lake, models, registry, tracking
+from airloop.store import lake, models, promotions, registry, tracking
 from airloop.store.lake import BATCH_COLUMN
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def evaluate_challenger(
                 **_conformal_tags(uncertainty),
             },
         )
-        registry.set_challenger(cfg, version)
+        promotions.set_challenger(cfg, version)
 
     reasons = [f"{'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks]
     url = tracking.run_url(run_id)

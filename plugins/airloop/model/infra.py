@@ -14,17 +14,20 @@ from typing import Any
 
 import pandas as pd
 
+import airloop
 from airloop.store import tracking
 
 INFRA_ROWS = 20
 INFRA_TIMEOUT_S = 300
 
-# Runs in a fresh interpreter: load the model as pyfunc, score rows, score them again shuffled.
+# Runs in a fresh interpreter: load the model as pyfunc (through the one loader, store/models.py), score rows,
+# score them again shuffled.
 _INFRA_SCRIPT = """
 import json, sys, warnings
 warnings.filterwarnings("ignore")
-import mlflow.pyfunc, numpy as np, pandas as pd
-model = mlflow.pyfunc.load_model(sys.argv[1])
+import numpy as np, pandas as pd
+from airloop.store.models import load_pyfunc
+model = load_pyfunc(sys.argv[1])
 rows = pd.read_parquet(sys.argv[2])
 pred = np.asarray(model.predict(rows)).tolist()
 perm = np.random.default_rng(0).permutation(len(rows))
@@ -55,6 +58,8 @@ def fresh_process_predictions(model_uri: str, rows: pd.DataFrame) -> dict[str, A
     RuntimeError with the process's last lines when it cannot load or score."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.configure_mlflow()}
     env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
+    plugins = str(Path(airloop.__file__).resolve().parent.parent)  # the fresh interpreter imports airloop too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (plugins, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="airloop-infra-") as tmp:
         path = Path(tmp) / "rows.parquet"
         rows.reset_index(drop=True).to_parquet(path, index=False)

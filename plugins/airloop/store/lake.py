@@ -325,6 +325,23 @@ def write_stream(uri: str, chunks: Iterable[bytes]) -> tuple[str, str, int]:
     return uri, digest.hexdigest(), size
 
 
+def _write_tables(out, tables: Iterable[pa.Table]) -> tuple[int, pa.Schema | None]:
+    """The tables through one ParquetWriter onto the open stream ``out``; the writer is closed (footer written)
+    before the stream, also on failure. (rows, schema), or (0, None) when there were no tables."""
+    writer, rows, schema = None, 0, None
+    try:
+        for table in tables:
+            if writer is None:
+                schema = table.schema
+                writer = pq.ParquetWriter(out, schema)
+            writer.write_table(table)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, schema
+
+
 def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.Schema | None]:
     """Write Arrow tables (chunks of one batch, same schema) as one Parquet object, atomically.
 
@@ -336,20 +353,10 @@ def write_parquet_tables(uri: str, tables: Iterable[pa.Table]) -> tuple[int, pa.
     fs, path = filesystem(uri)
     _ensure_parent(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    writer, rows, schema = None, 0, None
     try:
         with fs.open_output_stream(tmp) as out:
-            try:
-                for table in tables:
-                    if writer is None:
-                        schema = table.schema
-                        writer = pq.ParquetWriter(out, schema)
-                    writer.write_table(table)
-                    rows += table.num_rows
-            finally:  # closed before its stream, also on failure (the temporary object is then removed)
-                if writer is not None:
-                    writer.close()
-        if writer is None:
+            rows, schema = _write_tables(out, tables)
+        if schema is None:
             fs.delete_file(tmp)
             return 0, None
         fs.move(tmp, path)
@@ -365,18 +372,11 @@ def _write_parquet_tables_s3(uri: str, tables: Iterable[pa.Table]) -> tuple[int,
     from airloop.store import s3
 
     out = s3.MultipartWriter(uri)
-    writer, rows, schema = None, 0, None
     try:
-        for table in tables:
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(out, schema)
-            writer.write_table(table)
-            rows += table.num_rows
-        if writer is None:
+        rows, schema = _write_tables(out, tables)
+        if schema is None:
             out.abort()
             return 0, None
-        writer.close()
         out.commit()
     except BaseException:
         out.abort()

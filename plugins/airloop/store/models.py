@@ -228,6 +228,15 @@ def load_uri(uri: str) -> Any:
             raise
 
 
+def load_pyfunc(uri: str) -> Any:
+    """The MLflow pyfunc model behind ``uri``, as ``mlflow models serve`` would load it, but only after
+    :func:`load_uri`'s checks pass (a blessing for registered versions, skops with trusted types for all)."""
+    import mlflow.pyfunc
+
+    load_uri(uri)
+    return mlflow.pyfunc.load_model(uri)
+
+
 def load_version(cfg: PipelineConfig, version: str | int) -> Any:
     """The fitted sklearn object of version ``version`` of the pipeline's registered model (blessing checked)."""
     return _load_registered(cfg.registered_model_name, str(version), version_uri(cfg, version))

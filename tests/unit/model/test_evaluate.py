@@ -68,10 +68,10 @@ def fast_infra(monkeypatch):
 
 
 def champion_is(cfg, result):
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     version = registry.register(cfg, result["model_uri"], result["run_id"])
-    registry.promote(cfg, version, reason="test setup", actor="test")
+    promotions.promote(cfg, version, reason="test setup", actor="test")
     return version
 
 
@@ -435,7 +435,7 @@ def test_promotion_records_the_approver_else_the_gate_and_a_default_reason(
     from airloop.model import promotion
 
     calls = []
-    monkeypatch.setattr("airloop.store.registry.promote", lambda cfg, version, **kw: calls.append((version, kw)))
+    monkeypatch.setattr("airloop.store.promotions.promote", lambda cfg, version, **kw: calls.append((version, kw)))
     promotion.promote_challenger(make_cfg(), "3", reason=reason, approval=approval)
     assert calls == [("3", {"reason": recorded, "actor": actor, "approval": approval, "check_gate": True})]
 
@@ -444,7 +444,7 @@ def test_only_a_rejection_is_recorded(monkeypatch):
     from airloop.model import promotion
 
     calls = []
-    monkeypatch.setattr("airloop.store.registry.record_rejection", lambda cfg, v, d: calls.append((v, d)) or d)
+    monkeypatch.setattr("airloop.store.promotions.record_rejection", lambda cfg, v, d: calls.append((v, d)) or d)
     assert promotion.record_if_rejected(make_cfg(), "", None) is None
     assert promotion.record_if_rejected(make_cfg(), "3", {"decision": "Approve", "approved_by": "ana"}) is None
     rejected = {"decision": "Reject", "approved_by": "ana"}

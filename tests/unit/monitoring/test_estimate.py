@@ -161,13 +161,13 @@ def features(rng: np.random.Generator, n: int, *, first_id: int = 0, noise_shift
 @pytest.fixture(scope="module")
 def champion(mlflow_store):
     from airloop.model.train import prepare_split, train_candidate
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg()
     split = prepare_split(cfg, features(np.random.default_rng(0), 3000), (mlflow_store / "split").as_uri())
     result = train_candidate(cfg, "lr", split)
     version = registry.register(cfg, result["model_uri"], result["run_id"])
-    registry.promote(cfg, version, reason="test setup", actor="test")
+    promotions.promote(cfg, version, reason="test setup", actor="test")
     return cfg, result
 
 

@@ -170,11 +170,11 @@ def test_shadow_challenger_is_logged_not_returned_and_reported(served):
     from airloop.monitoring.shadow import shadow_report
     from airloop.serving.app import create_app
     from airloop.serving.servinglog import read_serving_log
-    from airloop.store import registry
+    from airloop.store import promotions
     from airloop.store.lake import Lake
 
     cfg = served["cfg"].model_copy(update={"serving": served["cfg"].serving.model_copy(update={"shadow": True})})
-    registry.set_challenger(cfg, served["v2"]["version"])
+    promotions.set_challenger(cfg, served["v2"]["version"])
     with RunningServer(create_app(cfg)) as url, httpx.Client(base_url=url) as client:
         assert client.get("/health").json()["shadow_version"] == served["v2"]["version"]
         for _ in range(5):
@@ -199,10 +199,10 @@ def test_shadow_challenger_is_logged_not_returned_and_reported(served):
 
 def test_alias_change_while_serving_drops_no_request(served):
     from airloop.serving.app import create_app
-    from airloop.store import registry
+    from airloop.store import promotions
 
     cfg, v1, v2 = served["cfg"], served["v1"]["version"], served["v2"]["version"]
-    registry.promote(cfg, v1, reason="reset", actor="tester")
+    promotions.promote(cfg, v1, reason="reset", actor="tester")
     results: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
     stop = threading.Event()
 
@@ -218,7 +218,7 @@ def test_alias_change_while_serving_drops_no_request(served):
         for t in threads:
             t.start()
         time.sleep(0.5)
-        registry.promote(cfg, v2, reason="alias change under load", actor="tester")
+        promotions.promote(cfg, v2, reason="alias change under load", actor="tester")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not all(out and out[-1][1] == v2 for out in results):
             time.sleep(0.1)

@@ -93,24 +93,24 @@ def test_register_creates_the_model_once_and_is_idempotent_per_run(models):
 def test_challenger_then_promote_moves_champion_and_archives_the_old(models):
     from mlflow.tracking import MlflowClient
 
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("lifecycle")
     v1 = registry.register(cfg, *models[0])
-    registry.set_challenger(cfg, v1)
+    promotions.set_challenger(cfg, v1)
     assert str(registry.get_version(cfg, "challenger").version) == v1
     assert stage(cfg, v1) == "Staging"
 
-    first = registry.promote(cfg, v1, reason="first model", actor="airloop-gate")
+    first = promotions.promote(cfg, v1, reason="first model", actor="airloop-gate")
     assert first["version"] == v1 and first["previous"] is None
     assert first["reason"] == "first model" and first["actor"] == "airloop-gate" and first["at"]
     assert aliases(cfg) == {"champion": v1}  # the challenger alias went with the promotion
     assert stage(cfg, v1) == "Production"
 
     v2 = registry.register(cfg, *models[1])
-    registry.set_challenger(cfg, v2)
+    promotions.set_challenger(cfg, v2)
     assert aliases(cfg) == {"champion": v1, "challenger": v2}
-    second = registry.promote(cfg, v2, reason="beats v1", actor="alice")
+    second = promotions.promote(cfg, v2, reason="beats v1", actor="alice")
     assert second["previous"] == v1
     assert aliases(cfg) == {"champion": v2}
     assert (stage(cfg, v1), stage(cfg, v2)) == ("Archived", "Production")
@@ -123,9 +123,9 @@ def test_challenger_then_promote_moves_champion_and_archives_the_old(models):
     assert old["airloop.replaced_by"] == v2 and old["airloop.previous_champion"] == "none"
 
     # promoting again (a retry, or a rollback to v1) keeps exactly one champion
-    again = registry.promote(cfg, v2, reason="retry", actor="alice")
+    again = promotions.promote(cfg, v2, reason="retry", actor="alice")
     assert again["previous"] is None and aliases(cfg) == {"champion": v2}
-    rollback = registry.promote(cfg, v1, reason="rollback", actor="bob")
+    rollback = promotions.promote(cfg, v1, reason="rollback", actor="bob")
     assert rollback["previous"] == v2 and aliases(cfg) == {"champion": v1}
     assert (stage(cfg, v1), stage(cfg, v2)) == ("Production", "Archived")
     productions = [
@@ -137,21 +137,21 @@ def test_challenger_then_promote_moves_champion_and_archives_the_old(models):
 
 
 def test_promote_unknown_version_is_refused(models):
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("unknown")
     registry.register(cfg, *models[0])
     with pytest.raises(BadInput, match="no version '7' to promote"):
-        registry.promote(cfg, "7", reason="typo", actor="bob")
+        promotions.promote(cfg, "7", reason="typo", actor="bob")
 
 
 def test_load_model_returns_the_champion_and_its_version(models):
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("loading")
     registry.register(cfg, *models[0])
     v2 = registry.register(cfg, *models[2])
-    registry.promote(cfg, v2, reason="test", actor="test")
+    promotions.promote(cfg, v2, reason="test", actor="test")
     model, version = registry.load_model(cfg)
     assert version == v2
     proba = model.predict_proba(pd.DataFrame({"a": [0.5], "b": [-1.0]}))
@@ -164,23 +164,23 @@ def test_load_model_returns_the_champion_and_its_version(models):
 
 
 def test_promotions_are_logged_and_rollback_restores_the_previous_champion(models):
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("rollback")
     v1, v2, v3 = (registry.register(cfg, *m) for m in models)
-    registry.promote(cfg, v1, reason="first", actor="gate")
-    registry.promote(cfg, v2, reason="beats v1", actor="gate")
-    registry.promote(cfg, v3, reason="beats v2", actor="gate")
-    back = registry.rollback(cfg, reason="v3 misbehaves in production", actor="bob")
+    promotions.promote(cfg, v1, reason="first", actor="gate")
+    promotions.promote(cfg, v2, reason="beats v1", actor="gate")
+    promotions.promote(cfg, v3, reason="beats v2", actor="gate")
+    back = promotions.rollback(cfg, reason="v3 misbehaves in production", actor="bob")
     assert back["event"] == "rollback" and back["version"] == v2 and back["previous"] == v3
     assert aliases(cfg) == {"champion": v2} and stage(cfg, v2) == "Production" and stage(cfg, v3) == "Archived"
     # rolling back again goes further back (to the champion v2 replaced), not back to v3
-    again = registry.rollback(cfg, reason="v2 too", actor="bob")
+    again = promotions.rollback(cfg, reason="v2 too", actor="bob")
     assert again["version"] == v1 and aliases(cfg) == {"champion": v1}
-    explicit = registry.rollback(cfg, v3, reason="false alarm", actor="carol")
+    explicit = promotions.rollback(cfg, v3, reason="false alarm", actor="carol")
     assert explicit["version"] == v3 and explicit["previous"] == v1
 
-    log = registry.promotion_log(cfg)
+    log = promotions.promotion_log(cfg)
     assert [(r["event"], r["version"], r["previous"]) for r in log] == [
         ("promotion", v1, None),
         ("promotion", v2, v1),
@@ -193,34 +193,34 @@ def test_promotions_are_logged_and_rollback_restores_the_previous_champion(model
     assert all(r["model"] == cfg.registered_model_name and r["run_id"] for r in log)
 
     with pytest.raises(BadInput, match="a reason is required"):
-        registry.rollback(cfg, reason=" ", actor="bob")
+        promotions.rollback(cfg, reason=" ", actor="bob")
     with pytest.raises(BadInput, match=f"v{v3} is already the champion"):
-        registry.rollback(cfg, v3, reason="noop", actor="bob")
+        promotions.rollback(cfg, v3, reason="noop", actor="bob")
     with pytest.raises(BadInput, match="no version '9' to promote"):
-        registry.rollback(cfg, "9", reason="typo", actor="bob")
+        promotions.rollback(cfg, "9", reason="typo", actor="bob")
 
 
 def test_rollback_without_a_recorded_previous_champion_asks_for_a_version(models):
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("rollback_first")
     with pytest.raises(NothingToDo, match="no champion to roll back from"):
-        registry.rollback(cfg, reason="x", actor="bob")
+        promotions.rollback(cfg, reason="x", actor="bob")
     v1 = registry.register(cfg, *models[0])
-    registry.promote(cfg, v1, reason="first", actor="gate")
+    promotions.promote(cfg, v1, reason="first", actor="gate")
     with pytest.raises(BadInput, match="no previous champion before v1.*--to VERSION"):
-        registry.rollback(cfg, reason="x", actor="bob")
+        promotions.rollback(cfg, reason="x", actor="bob")
 
 
 def test_cli_rollback_records_the_reason(models, capsys):
     from airloop import cli
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("cli_rb")
     v1, v2 = (registry.register(cfg, *m) for m in models[:2])
-    registry.promote(cfg, v1, reason="first", actor="gate")
-    registry.promote(cfg, v2, reason="second", actor="gate")
-    folder = registry.settings.airloop_home() / "pipelines_cli_rb"
+    promotions.promote(cfg, v1, reason="first", actor="gate")
+    promotions.promote(cfg, v2, reason="second", actor="gate")
+    folder = promotions.settings.airloop_home() / "pipelines_cli_rb"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cli_rb.yaml").write_text(
         'name: cli_rb\nsource: {uri: "file:///nowhere/*.csv"}\ntarget: y\ntask: classification\n'
@@ -233,7 +233,7 @@ def test_cli_rollback_records_the_reason(models, capsys):
         assert "no version '7'" in capsys.readouterr().err
         assert cli.main(["promotions", "cli_rb"]) == 0
         assert "rollback  v1 (previous v2)" in capsys.readouterr().out
-    last = registry.promotion_log(cfg)[-1]
+    last = promotions.promotion_log(cfg)[-1]
     assert (
         last["event"] == "rollback" and last["reason"] == "latency regression" and "airloop rollback" in last["actor"]
     )
@@ -245,12 +245,12 @@ def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(mo
 
     from airloop.serving.score import score_batch
     from airloop.store import lake as lk
-    from airloop.store import registry
+    from airloop.store import promotions, registry
     from airloop.store.lake import Lake
 
     cfg = make_cfg("by_hand")
     v1, v2, v3 = (registry.register(cfg, *m) for m in models)
-    registry.promote(cfg, v1, reason="first", actor="gate")
+    promotions.promote(cfg, v1, reason="first", actor="gate")
     # what the MLflow UI does when someone moves the alias: no airloop code involved
     MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", v2)
     assert str(registry.get_version(cfg, "champion").version) == v2
@@ -263,12 +263,12 @@ def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(mo
     assert scored["model_version"] == v2
     assert set(lk.read_parquet(scored["uri"])["model_version"]) == {v2}
 
-    assert registry.reconcile_stages(cfg) == {v2: "Production", v1: "Archived"}
-    record = registry.promote(cfg, v3, reason="next", actor="gate")
+    assert promotions.reconcile_stages(cfg) == {v2: "Production", v1: "Archived"}
+    record = promotions.promote(cfg, v3, reason="next", actor="gate")
     assert record["previous"] == v2  # the hand-made champion is the one replaced
     with pytest.raises(BadInput, match="set by hand"):
         MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", v2)
-        registry.rollback(cfg, reason="undo", actor="bob")
+        promotions.rollback(cfg, reason="undo", actor="bob")
 
 
 # ---------------------------------------------------------------------------------------------- the race
@@ -276,7 +276,7 @@ def test_a_champion_set_by_hand_is_honoured_by_scoring_and_the_next_promotion(mo
 RACER = """
 import json, sys, time
 from pathlib import Path
-from airloop.store import registry
+from airloop.store import promotions, registry
 from airloop.config import parse_pipeline
 
 cfg = parse_pipeline({"name": sys.argv[1], "source": {"uri": "file:///x/*.csv"}, "target": "y",
@@ -287,7 +287,7 @@ registry.get_version(cfg, "champion")  # imports and connections paid before the
 deadline = time.monotonic() + 120
 while not (folder / "go").exists() and time.monotonic() < deadline:
     time.sleep(0.01)
-done = [registry.promote(cfg, v, reason="race", actor=f"racer-{sys.argv[4]}")["version"] for v in versions]
+done = [promotions.promote(cfg, v, reason="race", actor=f"racer-{sys.argv[4]}")["version"] for v in versions]
 print(json.dumps(done))
 """
 
@@ -300,11 +300,11 @@ def test_racing_promotions_leave_exactly_one_champion_and_a_consistent_log(model
 
     from mlflow.tracking import MlflowClient
 
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("race")
     versions = [registry.register(cfg, *m) for m in models]
-    registry.promote(cfg, versions[0], reason="start", actor="setup")
+    promotions.promote(cfg, versions[0], reason="start", actor="setup")
     plans = [",".join(versions[i % 3 :] + versions[: i % 3]) for i in range(4)]  # 4 racers x 3 promotions
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [
@@ -333,7 +333,7 @@ def test_racing_promotions_leave_exactly_one_champion_and_a_consistent_log(model
         if mv.current_stage == "Production"
     ]
     assert productions == [champion], "stages disagree with the alias"
-    log = registry.promotion_log(cfg)
+    log = promotions.promotion_log(cfg)
     assert len(log) == 1 + 4 * 3
     assert log[-1]["version"] == champion
     for before, after in zip(log, log[1:], strict=False):
@@ -348,11 +348,11 @@ def test_a_promotion_waits_for_the_lock_held_by_another_process(models, tmp_path
     import sys
     import time
 
-    from airloop.store import registry
+    from airloop.store import promotions, registry
 
     cfg = make_cfg("lock")
     v1, v2 = (registry.register(cfg, *m) for m in models[:2])
-    registry.promote(cfg, v1, reason="start", actor="setup")
+    promotions.promote(cfg, v1, reason="start", actor="setup")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", RACER, cfg.name, v2, str(tmp_path), "0"],
@@ -365,7 +365,7 @@ def test_a_promotion_waits_for_the_lock_held_by_another_process(models, tmp_path
     while not (tmp_path / "ready-0").exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.05)
-    with registry.promotion_lock(cfg) as kind:
+    with promotions.promotion_lock(cfg) as kind:
         assert kind == "sqlite-file"
         (tmp_path / "go").touch()
         time.sleep(3.0)  # an unlocked promotion takes well under a second
@@ -374,4 +374,4 @@ def test_a_promotion_waits_for_the_lock_held_by_another_process(models, tmp_path
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert aliases(cfg) == {"champion": v2}
-    assert registry.promotion_log(cfg)[-1]["previous"] == v1
+    assert promotions.promotion_log(cfg)[-1]["previous"] == v1
