@@ -24,7 +24,7 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-demo: install  ## the whole loop on simulated data, through Airflow (`airloop demo --scheduler`: through its scheduler)
+demo: install  ## the whole loop on simulated data, through Airflow's own scheduler (`airloop demo --in-process`: dag.test)
 	.venv/bin/airloop demo
 
 test: install $(CHROMIUM)  ## the whole test suite, as CI runs it

@@ -1,6 +1,7 @@
 """Ingest and validate, per pipeline: raw batches land in the lake, and only validated data flows on.
 
-ingest (scheduled) --[raw]--> validate --[validated]--> train (first model), score
+ingest (scheduled) --[raw]--> validate --[validated]--> score
+                                     \--[first-model, only while there is no champion]--> train
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from airloop.orchestration.dagkit import (
+    alias,
     asset,
     batch_ids,
     batch_param,
@@ -26,6 +28,7 @@ configs, invalid = pipelines()
 def data_dags(cfg) -> None:
     """Wire this file's DAGs for one pipeline."""
     raw, validated = asset(cfg, "raw"), asset(cfg, "validated")
+    first_model, first_model_alias = asset(cfg, "first-model"), alias(cfg, "first-model")
 
     @dag(
         **dag_args(
@@ -74,15 +77,19 @@ def data_dags(cfg) -> None:
         )
     )
     def validate_dag():
-        @task(outlets=[validated])
+        @task(outlets=[validated, first_model_alias])
         def validate(**context) -> list[dict]:
             from airloop.data import validate as stage
+            from airloop.model.plan import wants_first_model
 
             replay = bool(context["params"].get("replay"))
             out = []
             for batch in batch_ids(context, raw):
                 out.append(call(stage.validate_batch, cfg, batch, run_info=run_info(context), replay=replay))
-            context["outlet_events"][validated].extra = {"batch_ids": [r["batch_id"] for r in out]}
+            extra = {"batch_ids": [r["batch_id"] for r in out]}
+            context["outlet_events"][validated].extra = extra
+            if wants_first_model(cfg):  # no champion yet: start the train DAG
+                context["outlet_events"][first_model_alias].add(first_model, extra=extra)
             return out
 
         validate()

@@ -1,6 +1,6 @@
 """Train and retrain, per pipeline, chained by Assets (evaluation and promotion: airloop_release.py).
 
-validated --> train (first model) --[trained]--> evaluate
+first-model (from validate, only while there is no champion) --> train --[trained]--> evaluate
 drift (confirmed) --> retrain (guarded) --[trained]--> evaluate
 Each candidate model is one dynamically mapped task, so candidates spread over workers.
 """
@@ -53,7 +53,7 @@ def training_tasks(cfg, plan, trained):
 
 def model_dags(cfg) -> None:
     """Wire this file's DAGs for one pipeline."""
-    validated, trained, drift = asset(cfg, "validated"), asset(cfg, "trained"), asset(cfg, "drift")
+    first_model, trained, drift = asset(cfg, "first-model"), asset(cfg, "trained"), asset(cfg, "drift")
 
     @dag(
         **dag_args(
@@ -61,7 +61,7 @@ def model_dags(cfg) -> None:
             "train",
             "Trains the first model on all validated data (later models come from the "
             "drift-triggered retrain DAG; `force` trains anyway).",
-            schedule=[validated],
+            schedule=[first_model],
             params={"batch_id": batch_param(), "force": Param(False, type="boolean")},
         )
     )
@@ -71,7 +71,7 @@ def model_dags(cfg) -> None:
             from airloop.model import plan as stage
             from airloop.store.lake import Lake
 
-            last = batch_ids(context, validated)[-1]
+            last = batch_ids(context, first_model)[-1]
             return call(stage.plan_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
 
         training_tasks(cfg, plan(), trained)

@@ -80,7 +80,8 @@ DEMO_ARGS = ["--days", "7", "--drift-day", "4", "--daily-rows", "700", "--histor
 
 @pytest.fixture(scope="session")
 def demo_state(tmp_path_factory):
-    """``airloop demo`` (in-process, the default) on a small spec: (home, stdout, status JSON)."""
+    """``airloop demo`` (what ``make demo`` runs: Airflow's own scheduler) on a small spec: (home, stdout,
+    status JSON). Airflow is stopped when it returns; the state stays (``demo_ui`` starts it again)."""
     import json
 
     from fixtures.loopkit import run_airloop

@@ -34,16 +34,32 @@ def settle(client, timeout_s: float = 600) -> None:
         quiet = quiet + 1 if client.active_runs() == 0 else 0
 
 
+def test_a_demo_validate_run_is_a_scheduler_run_with_its_task_log_through_the_rest_api(demo_ui):
+    client = demo_ui.client()
+    runs = [r for r in client.runs("airloop_churn_validate") if r["state"] == "success"]
+    assert runs, "the demo left no successful validate run"
+    run = runs[-1]
+    assert run["run_type"] == "asset_triggered", run
+    assert (run.get("note") or "").startswith("batch "), run  # the demo names the batch in the run's note
+    text = client.task_log("airloop_churn_validate", run["dag_run_id"], "validate")
+    assert "Airloop summary: validate" in text, text[-2000:]
+    events = client.upstream_events("airloop_churn_validate", run["dag_run_id"])
+    assert len(events) == 1 and (events[0].get("extra") or {}).get("batch_ids"), events
+
+
 def test_reingesting_one_day_reprocesses_that_day_only_and_keeps_every_prediction_file(demo_ui):
     client = demo_ui.client()
     before = sha256s(demo_ui.home)
     days = sorted({k.split("/")[0].removeprefix("date=") for k in before})
     assert len(days) >= 5, before
     day = days[2]
-    known = {(r["dag_id"], r["dag_run_id"]) for d in ("validate", "score") for r in client.runs(f"airloop_churn_{d}")}
+    stages = ("validate", "score", "train")
+    known = {(r["dag_id"], r["dag_run_id"]) for d in stages for r in client.runs(f"airloop_churn_{d}")}
     run = client.trigger("airloop_churn_ingest", {"batch_id": day})
     assert client.wait("airloop_churn_ingest", run["dag_run_id"])["state"] == "success"
     settle(client)
+    trains = [r for r in client.runs("airloop_churn_train") if (r["dag_id"], r["dag_run_id"]) not in known]
+    assert trains == [], f"a champion exists, yet the train DAG started: {trains}"
     for stage in ("validate", "score"):
         new = [r for r in client.runs(f"airloop_churn_{stage}") if (r["dag_id"], r["dag_run_id"]) not in known]
         assert len(new) == 1, f"{stage}: expected one new run, found {new}"

@@ -1,6 +1,7 @@
 """`airloop` subcommands for the demo.
 
-airloop demo                          the whole loop on simulated data (what `make demo` runs)
+airloop demo                          the whole loop on simulated data through Airflow's scheduler (`make demo`)
+airloop demo --in-process             the same loop driven in one process (dag.test), for a quick look
 airloop simulate DIR                  write the demo data set only
 
 Each module adds its subcommands to the shared parser with :func:`register`; see airloop.cli.
@@ -24,7 +25,7 @@ def cmd_demo(args) -> int:
     spec = SimulationSpec(
         history_rows=args.history_rows, daily_rows=args.daily_rows, days=args.days, drift_day=args.drift_day
     )
-    if not args.scheduler:
+    if args.in_process:
         runner = _runner(args)
         runner.command = "demo"
         facts = demo.run_demo(cfg, runner, spec)
@@ -53,9 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--daily-rows", type=int, default=defaults.daily_rows)
     p.add_argument("--history-rows", type=int, default=defaults.history_rows)
     p.add_argument(
-        "--scheduler",
+        "--in-process",
         action="store_true",
-        help="run the days through Airflow's own scheduler, backfills and Asset events (instead of dag.test)",
+        help="drive the DAGs in this process with dag.test instead of Airflow's own scheduler, backfills and "
+        "Asset events (the default)",
     )
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("simulate", help="write the demo data set")

@@ -32,6 +32,13 @@ class _Progress:
         self.client, self.say = client, say
         self.seen: set[tuple[str, str, str | None]] = set()
         self.failed: list[str] = []
+        self.notes: list[tuple[str, str, str]] = []
+
+    def write_notes(self) -> None:
+        """Name each reported run's batch in its note, once no task runs. (On SQLite, a REST write while task
+        processes heartbeat through the same api-server can stall it for the whole busy timeout.)"""
+        while self.notes:
+            self.client.set_note(*self.notes.pop(0))
 
     def poll(self) -> None:
         for run in reversed(self.client.recent_runs()):
@@ -61,7 +68,7 @@ class _Progress:
             subject = ",".join(batches) or ",".join(n for n in named if not n.endswith("None"))
         if subject and not run.get("note"):
             # Scheduled and backfill run ids carry the interval's end; the note names the batch itself.
-            self.client.set_note(dag_id, run_id, f"batch {subject}" if subject[:1].isdigit() else subject)
+            self.notes.append((dag_id, run_id, f"batch {subject}" if subject[:1].isdigit() else subject))
         mark = "ok" if run["state"] == "success" else "FAILED"
         if run["state"] == "failed":
             refusal = next(
@@ -87,19 +94,24 @@ def _airflow_db(env: dict[str, str]) -> Path | None:
 
 
 def wait_idle(client: AirflowClient, progress: _Progress, db: Path | None, timeout_s: float = 900) -> None:
-    """Until no run is queued or running and no Asset event waits for a run, twice in a row."""
+    """Until no Asset event waits for a run and then no run is queued or running.
+
+    The queue is read first: a run the scheduler creates afterwards comes from an event that a still-active run
+    emitted, so one quiet reading in that order is final. Without the metadata DB to read (not SQLite), two
+    quiet readings in a row are required instead."""
     deadline, quiet = time.monotonic() + timeout_s, 0
-    while quiet < 2:
+    while quiet < (1 if db is not None else 2):
         if time.monotonic() > deadline:
             raise StageRefused(f"the loop did not settle within {timeout_s:.0f} s (see the Airflow UI)")
-        time.sleep(1.5)
+        time.sleep(1.0)
         progress.poll()
         queued = 0
         if db is not None:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
                 queued = con.execute("select count(*) from asset_dag_run_queue").fetchone()[0]
-        quiet = quiet + 1 if client.active_runs() == 0 and queued == 0 else 0
+        quiet = quiet + 1 if queued == 0 and client.active_runs() == 0 else 0
     progress.poll()
+    progress.write_notes()
 
 
 def _deliver(incoming: Path, landing: Path, pattern: str) -> None:

@@ -119,6 +119,16 @@ def gate_outcomes(run_ids: list[str]) -> dict[str, str]:
     return out
 
 
+def wants_first_model(cfg: PipelineConfig) -> bool:
+    """Whether a newly validated batch should start the first training: no champion yet. The validate DAG
+    emits the ``first-model`` Asset event only then, so the train DAG is not started at all once a champion
+    exists (later models come from drift; ``force`` on the train DAG trains anyway)."""
+    from airloop.store import registry, tracking
+
+    tracking.configure_mlflow()
+    return registry.get_version(cfg, "champion") is None
+
+
 def plan_initial(cfg: PipelineConfig, lake: Lake, batch_id: str | None, *, force: bool = False) -> dict:
     """The first training: every validated batch. Refused (RetrainRefused) once a champion exists,
     unless forced, because later training is drift-triggered. Returns {"kind","recent","older","reason"}."""

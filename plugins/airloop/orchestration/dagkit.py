@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airloop.config import PipelineConfig, PipelineConfigError, load_pipeline
@@ -36,6 +36,12 @@ def pipelines() -> tuple[list[PipelineConfig], dict[str, str]]:
 def asset(cfg: PipelineConfig, kind: str) -> Asset:
     """The Asset that chains the DAGs: validated, trained, challenger, drift (and raw, predictions)."""
     return Asset(name=f"airloop.{cfg.name}.{kind}", uri=f"x-airloop://{cfg.name}/{kind}", group="airloop")
+
+
+def alias(cfg: PipelineConfig, kind: str) -> AssetAlias:
+    """An AssetAlias: a task outlet that emits an event on its Asset only when the task adds one (for events
+    that depend on what the task found, such as ``first-model``: a validated batch and no champion yet)."""
+    return AssetAlias(name=f"airloop.{cfg.name}.{kind}.alias", group="airloop")
 
 
 def schedule(cron: str | None):
