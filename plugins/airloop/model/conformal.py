@@ -70,18 +70,24 @@ SERVED_COLUMNS = {"classification": ("prediction_set", "set_size"), "regression"
 def set_lists(member: np.ndarray, classes: Any) -> list[list]:
     """Per row, the classes (plain values, in class order) of a (rows, classes) boolean membership matrix.
 
-    Vectorised: rows with the same set share one list object (there are at most 2**classes distinct sets,
-    and a binary model has 4), so the per-row work is one lookup."""
+    Cheap per row: each row's set is coded as one integer (a bit per class) in one vector operation, and rows
+    with the same code share one list object (a binary model has at most 4 distinct sets)."""
     member = np.asarray(member, dtype=bool)
     names = [plain(c) for c in np.asarray(classes)]
     if member.ndim != 2 or member.shape[0] == 0:
         return []
-    if member.shape[1] > 62:  # too many classes for a bit code: one row at a time
+    k = member.shape[1]
+    if k > 62:  # too many classes for a bit code: one row at a time
         return [[names[j] for j in np.flatnonzero(row)] for row in member]
-    codes = member.astype(np.int64) @ (np.int64(1) << np.arange(member.shape[1], dtype=np.int64))
-    unique, inverse = np.unique(codes, return_inverse=True)
-    lists = [[names[j] for j in range(len(names)) if (int(code) >> j) & 1] for code in unique]
-    return [lists[i] for i in inverse.reshape(-1)]
+    codes = member.dot(np.left_shift(1, np.arange(k, dtype=np.int64))).tolist()
+    shared: dict[int, list] = {}
+    out = []
+    for code in codes:
+        found = shared.get(code)
+        if found is None:
+            found = shared[code] = [names[j] for j in range(k) if code >> j & 1]
+        out.append(found)
+    return out
 
 
 def served_columns(task: str, threshold: float | None, y_pred: Any, y_proba: Any, classes: Any) -> dict[str, list]:

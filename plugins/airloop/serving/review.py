@@ -52,14 +52,14 @@ def _write(lake: Lake, zone: str, day: str, frame: pd.DataFrame) -> str:
 def review_flags(cfg: PipelineConfig, probability: np.ndarray | None, served: dict[str, list], rows: int) -> list[bool]:
     """Per row, whether it goes to review under ``serving.review_by``. ``served`` holds the conformal columns
     of :func:`airloop.model.conformal.served_columns` (empty for a version the gate did not calibrate: then
-    the probability rule applies, when ``low_confidence_threshold`` is set). One vector comparison."""
+    the probability rule applies, when ``low_confidence_threshold`` is set). One comparison per row."""
     s = cfg.serving
     if s.review_by == "set_size" and "set_size" in served:
-        return (np.asarray(served["set_size"]) > s.review_max_set_size).tolist()
+        return [size > s.review_max_set_size for size in served["set_size"]]
     if s.review_by == "interval_width" and "interval_low" in served and s.review_max_interval_width is not None:
         # Split conformal gives every row of a version the same width: this flags all of them or none
-        width = np.asarray(served["interval_high"]) - np.asarray(served["interval_low"])
-        return (width > s.review_max_interval_width).tolist()
+        limit = s.review_max_interval_width
+        return [high - low > limit for low, high in zip(served["interval_low"], served["interval_high"], strict=True)]
     if probability is not None and s.low_confidence_threshold is not None:
         return (np.asarray(probability, dtype=float) < s.low_confidence_threshold).tolist()
     return [False] * rows
