@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from airloop.errors import BadInput
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+KEY_PREFIX = "key '"  # a cross-key check's message that starts so names its key itself (see _format_errors)
 
 
 class PipelineConfigError(BadInput):
@@ -130,6 +131,12 @@ class PromotionConfig(_Strict):
 
 class ServingConfig(_Strict):
     low_confidence_threshold: float | None = Field(None, gt=0, le=1)  # probability below which to review
+    # What sends a served prediction to the review queue: "probability" (below low_confidence_threshold),
+    # "set_size" (classification: a conformal prediction set of more than review_max_set_size classes) or
+    # "interval_width" (regression: a conformal interval wider than review_max_interval_width).
+    review_by: Literal["probability", "set_size", "interval_width"] = "probability"
+    review_max_set_size: int = Field(1, ge=1)  # review_by set_size: larger sets are ambiguous
+    review_max_interval_width: float | None = Field(None, gt=0)  # review_by interval_width: in target units
     shadow: bool = False  # serve the challenger in shadow beside the champion
     poll_interval_s: float = Field(5.0, gt=0)  # how often the server checks the alias for a new version
     log_flush_s: float = Field(2.0, gt=0)  # request/response log: write a batch to the lake this often
@@ -229,6 +236,18 @@ class PipelineConfig(_Strict):
             raise ValueError(f"target {self.target!r} cannot also be the id or event-time column")
         if self.features and self.target in self.features:
             raise ValueError(f"target {self.target!r} must not be listed in features")
+        review_by, wants = self.serving.review_by, {"set_size": "classification", "interval_width": "regression"}
+        if review_by in wants and self.task != wants[review_by]:
+            usable = "'probability' or 'set_size'" if self.task == "classification" else "'interval_width'"
+            raise ValueError(
+                f"{KEY_PREFIX}serving.review_by': expected {usable} for a {self.task} pipeline ({review_by!r} is "
+                f"for {wants[review_by]}), found {review_by!r}"
+            )
+        if review_by == "interval_width" and self.serving.review_max_interval_width is None:
+            raise ValueError(
+                f"{KEY_PREFIX}serving.review_max_interval_width': expected a width in target units (serving.review_by "
+                "is 'interval_width'), found none"
+            )
         return self
 
     @property
@@ -265,6 +284,8 @@ def _format_errors(path: str, err: ValidationError) -> str:
             lines.append(f"  - key '{key}': required, but missing")
         elif e["type"] == "extra_forbidden":
             lines.append(f"  - key '{key}': not a known key (found {_describe(e['input'])})")
+        elif e["msg"].removeprefix("Value error, ").startswith(KEY_PREFIX):
+            lines.append(f"  - {e['msg'].removeprefix('Value error, ')}")
         else:
             expected = e["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
             lines.append(f"  - key '{key}': expected {expected}, found {_describe(e.get('input'))}")

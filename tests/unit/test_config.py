@@ -76,3 +76,26 @@ def test_every_shipped_pipeline_is_valid():
     pipelines = load_pipelines(REPO / "include" / "pipelines")
     assert "churn" in pipelines
     assert pipelines["churn"].evaluation.min_value == 0.70
+
+
+def test_review_routing_keys_are_checked_against_the_task(tmp_path):
+    base = 'name: r\nsource: {uri: "file:///d"}\ntarget: y\n'
+    cfg = load_pipeline(write(tmp_path, "ok.yaml", base + "task: classification\nserving: {review_by: set_size}\n"))
+    assert cfg.serving.review_by == "set_size" and cfg.serving.review_max_set_size == 1
+    cases = [
+        ("task: regression\nserving: {review_by: set_size}\n", "key 'serving.review_by': expected 'interval_width'"),
+        (
+            "task: classification\nserving: {review_by: interval_width, review_max_interval_width: 3}\n",
+            "key 'serving.review_by': expected 'probability' or 'set_size' for a classification pipeline",
+        ),
+        (
+            "task: regression\nserving: {review_by: interval_width}\n",
+            "key 'serving.review_max_interval_width': expected a width in target units",
+        ),
+        ("task: classification\nserving: {review_by: entropy}\n", "key 'serving.review_by': expected 'probability'"),
+    ]
+    for i, (tail, message) in enumerate(cases):
+        path = write(tmp_path, f"bad{i}.yaml", base + tail)
+        with pytest.raises(PipelineConfigError) as err:
+            load_pipeline(path)
+        assert str(path) in str(err.value) and message in str(err.value), str(err.value)

@@ -1,7 +1,8 @@
 """`airloop` subcommands for serving and operations: serve, trace, review, shadow-report.
 
 airloop serve NAME [--port P] [--workers N]      the champion over HTTP (MLflow-compatible /invocations)
-airloop trace PREDICTION_ID [--json]              the chain behind one prediction: model, run, data, code, DAG runs
+airloop trace PREDICTION_ID [--json] [--top N] [--no-explain]   the chain behind one prediction (model, run,
+                                                 data, code, DAG runs) and its top SHAP contributions
 airloop review NAME [--export CSV | --labels CSV --reviewer WHO]   the low-confidence review queue
 airloop shadow-report NAME                        the shadow challenger compared with the champion
 
@@ -46,7 +47,7 @@ def cmd_trace(args) -> int:
     from airloop.orchestration.runner import prepare_environment
 
     prepare_environment()
-    chain = trace.trace(args.prediction_id)
+    chain = trace.trace(args.prediction_id, explain=not args.no_explain, top=args.top)
     print(json.dumps(chain, indent=2, default=str) if args.json else trace.render(chain))
     return 0
 
@@ -103,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="the chain behind one prediction (model, run, data, code, DAG runs)")
     p.add_argument("prediction_id")
     p.add_argument("--json", action="store_true", help="the same chain as JSON")
+    p.add_argument("--top", type=int, default=5, help="SHAP contributions to show (default 5)")
+    p.add_argument("--no-explain", action="store_true", help="skip the SHAP explanation (no model load)")
     p.set_defaults(func=cmd_trace)
     p = sub.add_parser("review", help="the review queue of low-confidence predictions")
     p.add_argument("name")

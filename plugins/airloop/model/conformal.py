@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from airloop.values import plain
+
 
 def conformal_threshold(scores: np.ndarray, coverage: float) -> float:
     """The split-conformal quantile of calibration nonconformity ``scores`` for ``coverage``
@@ -43,14 +45,74 @@ def prediction_sets(proba: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(proba, dtype=float) >= 1.0 - threshold - 1e-12
 
 
-def uncertainty(task: str, y_pred: Any, y_proba: Any, classes: Any, threshold: float) -> list[dict[str, Any]]:
-    """Per row, what a served prediction carries: {"prediction_set": [classes]} or {"interval": [lo, hi]}."""
+# Version tags the gate sets (airloop.model.evaluate) so serving, batch scoring and review can apply the threshold.
+THRESHOLD_TAG = "airloop.conformal.threshold"
+COVERAGE_TAG = "airloop.conformal.coverage"
+
+
+def conformal_tags(tags: dict[str, str]) -> tuple[float | None, float | None]:
+    """(threshold, declared coverage) from a model version's tags; None for what is absent or unreadable."""
+
+    def number(key: str) -> float | None:
+        try:
+            value = float(tags[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    return number(THRESHOLD_TAG), number(COVERAGE_TAG)
+
+
+# The columns a served prediction carries beside its value, per task (the serving log and batch predictions).
+SERVED_COLUMNS = {"classification": ("prediction_set", "set_size"), "regression": ("interval_low", "interval_high")}
+
+
+def set_lists(member: np.ndarray, classes: Any) -> list[list]:
+    """Per row, the classes (plain values, in class order) of a (rows, classes) boolean membership matrix.
+
+    Cheap per row: each row's set is coded as one integer (a bit per class) in one vector operation, and rows
+    with the same code share one list object (a binary model has at most 4 distinct sets)."""
+    member = np.asarray(member, dtype=bool)
+    names = [plain(c) for c in np.asarray(classes)]
+    if member.ndim != 2 or member.shape[0] == 0:
+        return []
+    k = member.shape[1]
+    if k > 62:  # too many classes for a bit code: one row at a time
+        return [[names[j] for j in np.flatnonzero(row)] for row in member]
+    codes = member.dot(np.left_shift(1, np.arange(k, dtype=np.int64))).tolist()
+    shared: dict[int, list] = {}
+    out = []
+    for code in codes:
+        found = shared.get(code)
+        if found is None:
+            found = shared[code] = [names[j] for j in range(k) if code >> j & 1]
+        out.append(found)
+    return out
+
+
+def served_columns(task: str, threshold: float | None, y_pred: Any, y_proba: Any, classes: Any) -> dict[str, list]:
+    """What served predictions carry, as columns (lists, one value per row): ``prediction_set`` and
+    ``set_size`` (classification: every class with ``p >= 1 - threshold``) or ``interval_low`` and
+    ``interval_high`` (regression: ``prediction -+ threshold``). ``{}`` without a finite threshold (a version
+    the gate did not calibrate) or, for a classifier, without probabilities. A few vector operations over the
+    whole micro-batch: cheap enough for the serving fast path."""
+    if threshold is None or not math.isfinite(threshold):
+        return {}
     if task == "regression":
         pred = np.asarray(y_pred, dtype=float)
-        return [{"interval": [float(p - threshold), float(p + threshold)]} for p in pred]
-    sets = prediction_sets(y_proba, threshold)
-    names = [c.item() if hasattr(c, "item") else c for c in np.asarray(classes)]
-    return [{"prediction_set": [names[j] for j in np.flatnonzero(row)]} for row in sets]
+        return {"interval_low": (pred - threshold).tolist(), "interval_high": (pred + threshold).tolist()}
+    if y_proba is None:
+        return {}
+    member = prediction_sets(y_proba, threshold)
+    return {"prediction_set": set_lists(member, classes), "set_size": member.sum(axis=1).tolist()}
+
+
+def uncertainty(task: str, y_pred: Any, y_proba: Any, classes: Any, threshold: float) -> list[dict[str, Any]]:
+    """Per row, what a served prediction carries: {"prediction_set": [classes]} or {"interval": [lo, hi]}."""
+    cols = served_columns(task, threshold, y_pred, y_proba, classes)
+    if task == "regression":
+        return [{"interval": [lo, hi]} for lo, hi in zip(cols["interval_low"], cols["interval_high"], strict=True)]
+    return [{"prediction_set": s} for s in cols.get("prediction_set", [])]
 
 
 def calibrate_and_measure(task: str, y_true: np.ndarray, scored: dict, coverage: float, seed: int) -> dict[str, Any]:

@@ -102,6 +102,17 @@ class Explainer:
         return est.predict(Xt)
 
 
+def explainer_for_run(model: Any, run_tags: dict[str, str], seed: int = 0) -> Explainer:
+    """The :class:`Explainer` of a trained ``model``, integrating over its training run's reference rows (the
+    run tag ``airloop.reference_uri``, else ``airloop.train_uri``, read from the lake); ValueError without."""
+    from airloop.store import lake
+
+    uri = run_tags.get("airloop.reference_uri") or run_tags.get("airloop.train_uri")
+    if not uri:
+        raise ValueError("its training run has no reference rows (airloop.reference_uri / airloop.train_uri)")
+    return Explainer(model, lake.read_parquet(uri), seed=seed)
+
+
 def global_importance(explainer: Explainer, rows: pd.DataFrame, seed: int = 0) -> list[dict[str, Any]]:
     """Mean |SHAP| per raw column on a seeded sample of ``rows``, largest first:
     [{"feature", "mean_abs_shap", "mean_shap"}]."""

@@ -65,7 +65,8 @@ def _when(cfg: PipelineConfig, row: pd.Series) -> str:
 def queue_rows(
     cfg: PipelineConfig, train: pd.DataFrame, features: list[str], positions: np.ndarray, proba: np.ndarray, tag: str
 ) -> pd.DataFrame:
-    """Review-queue rows (:data:`airloop.serving.review.QUEUE_COLUMNS` + ``reason``) for the suspect positions."""
+    """Review-queue rows (:data:`airloop.serving.review.QUEUE_COLUMNS`, ``reason`` included) for the suspect
+    positions."""
     classes = np.unique(train[cfg.target].to_numpy())
     out = []
     for pos in positions[:MAX_SUSPECTS]:

@@ -5,7 +5,10 @@ prediction (batch-scored ``{pipeline}:{batch}:{id}`` or served ``{pipeline}:serv
   → training run (candidate, metrics, gate verdict, git sha, uv.lock hash, the Airflow run that trained it)
   → training data (the frozen split, its fingerprint, and every batch in it)
   → each batch's manifest (source files with sha256, ingest and validation runs, validation verdict, Data Docs)
-  → the DAG runs met along the way.
+  → the DAG runs met along the way;
+and, on request (the default of ``airloop trace``), the prediction's top SHAP contributions, computed now by
+:mod:`airloop.model.explain` against the version that served it (its artifact in the tracking store, its
+training run's reference rows in the lake: nothing is fetched from anywhere else).
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ def find_prediction(lake: Lake, prediction_id: str) -> dict:
 
 
 def _json_value(value: Any) -> Any:
-    """A lake value as JSON: plain Python, and NaN as null."""
+    """A lake value as JSON: plain Python (a list column, such as ``prediction_set``, as a list), NaN as null."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:
+        return [_json_value(v) for v in value.tolist()]
     value = plain(value)
     return None if isinstance(value, float) and value != value else value
 
@@ -137,9 +142,50 @@ def _dag_run(info: dict | None, role: str) -> dict | None:
     return {"role": role, "dag_id": info["dag_id"], "run_id": info.get("run_id")}
 
 
-def trace(prediction_id: str, cfg: PipelineConfig | None = None) -> dict:
+def prediction_features(cfg: PipelineConfig, lake: Lake, record: dict) -> pd.DataFrame:
+    """The one raw row the model scored for ``record``: the features logged with a served prediction, or the
+    row of the validated batch a batch-scored prediction id points at. BadInput when it is not in the lake."""
+    import json
+
+    if record.get("features"):
+        row = pd.DataFrame([json.loads(record["features"])])
+        for col in row.columns:  # a null sent for a numeric column: NaN, as the model was trained on
+            if row[col].isna().all():
+                row[col] = float("nan")
+        return row
+    from airloop.serving.score import prediction_ids
+
+    batch = str(record.get(lk.BATCH_COLUMN) or "")
+    uri = lake.part("validated", batch) if batch else ""
+    if not uri or not lk.exists(uri):
+        raise BadInput(f"prediction {record['prediction_id']!r}: its batch {batch!r} has no validated rows in the lake")
+    frame = lk.read_parquet(uri)
+    hit = frame[(prediction_ids(cfg, frame, batch) == record["prediction_id"]).to_numpy()]
+    if hit.empty:
+        raise BadInput(f"prediction {record['prediction_id']!r}: no row of {uri} has this prediction id")
+    return hit.head(1).reset_index(drop=True)
+
+
+def explain_prediction(cfg: PipelineConfig, lake: Lake, record: dict, run_tags: dict, top: int = 5) -> dict:
+    """The top SHAP contributions of one traced prediction, against the version that made it:
+    {"explainer", "expected_value", "contributions": [{"feature", "value", "contribution"}]}, or {"error": why}
+    (an explanation that cannot be made never hides the rest of the trace)."""
+    from airloop.model.explain import explainer_for_run, top_contributions
+    from airloop.store import models
+
+    try:
+        model = models.load_version(cfg, str(record["model_version"]))
+        explainer = explainer_for_run(model, run_tags, seed=cfg.training.seed)
+        (row,) = top_contributions(explainer, prediction_features(cfg, lake, record), top=top)
+    except Exception as err:  # noqa: BLE001 - reported in the trace instead
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"explainer": explainer.kind, **row}
+
+
+def trace(prediction_id: str, cfg: PipelineConfig | None = None, *, explain: bool = True, top: int = 5) -> dict:
     """The whole chain behind ``prediction_id`` as a JSON-able dict (``schema_version`` 1); see the module doc.
-    ``cfg`` defaults to the pipeline named in the id."""
+    ``cfg`` defaults to the pipeline named in the id; ``explain`` adds ``explanation`` (the ``top`` SHAP
+    contributions, :func:`explain_prediction`)."""
     from mlflow.tracking import MlflowClient
 
     from airloop.config import get_pipeline
@@ -174,6 +220,7 @@ def trace(prediction_id: str, cfg: PipelineConfig | None = None) -> dict:
         "prediction_id": prediction_id,
         "pipeline": cfg.name,
         "prediction": record,
+        "explanation": explain_prediction(cfg, lake, record, rtags, top) if explain else None,
         "model": {
             "name": cfg.registered_model_name,
             "version": version,
@@ -215,6 +262,8 @@ def render(chain: dict) -> str:
         f"prediction {chain['prediction_id']}",
         f"  value       {p.get('prediction')} (probability {p.get('probability')}) at {when}",
         f"  record      {p.get('log_uri')}",
+        *_uncertainty_lines(p),
+        *_explanation_lines(chain.get("explanation")),
         f"model        {m['name']} v{m['version']} ({m['source']})",
         f"  promoted    by {pr['promoted_by']} at {pr['promoted_at']}: {pr['reason']} "
         f"(previous champion: {pr['previous_champion']})",
@@ -232,6 +281,25 @@ def render(chain: dict) -> str:
     lines.append("DAG runs")
     lines += [f"  {r['role']:24} {r['dag_id']} {r['run_id']}" for r in chain["dag_runs"]] or ["  none recorded"]
     return "\n".join(lines)
+
+
+def _uncertainty_lines(p: dict) -> list[str]:
+    if p.get("prediction_set") is not None:
+        return [f"  set         {p['prediction_set']} (conformal prediction set)"]
+    if p.get("interval_low") is not None:
+        return [f"  interval    [{p['interval_low']:.4g}, {p['interval_high']:.4g}] (conformal interval)"]
+    return []
+
+
+def _explanation_lines(e: dict | None) -> list[str]:
+    if not e:
+        return []
+    if "error" in e:
+        return [f"  explained   not available: {e['error']}"]
+    lines = [f"  explained   {e['explainer']} SHAP, expected value {e['expected_value']:.4g}; top contributions:"]
+    return lines + [
+        f"    {c['feature']:24} = {str(c['value']):20} {c['contribution']:+.4f}" for c in e["contributions"]
+    ]
 
 
 def _batch_lines(b: dict) -> list[str]:

@@ -3,7 +3,9 @@
 :func:`create_app` takes a pipeline config and returns the ASGI app. ``POST /invocations`` takes MLflow
 scoring-server bodies (``dataframe_split``, ``dataframe_records``, ``instances``/``inputs``) and answers
 ``{"predictions": [...], "probabilities": [...], "model_version": "3", "prediction_ids": [...],
-"low_confidence": [...]}`` (``predictions`` is what MLflow's server returns, so its clients work unchanged).
+"low_confidence": [...]}`` (``predictions`` is what MLflow's server returns, so its clients work unchanged),
+plus ``"coverage"`` and ``"prediction_sets"`` (classification) or ``"prediction_intervals"`` (regression)
+when the version was calibrated at the gate (split conformal, :mod:`airloop.model.conformal`).
 ``GET /health`` and Prometheus-style ``GET /metrics`` complete the API.
 
 The request path is lean: ``POST /invocations`` is answered by a small ASGI front before FastAPI's routing,

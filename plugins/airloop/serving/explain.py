@@ -31,20 +31,16 @@ class Explanations:
     def _prepare(self, loaded: Any) -> tuple[Any, float | None]:
         from mlflow.tracking import MlflowClient
 
-        from airloop.model.explain import Explainer
-        from airloop.store import lake
+        from airloop.model.explain import explainer_for_run
 
         if loaded.version in self._by_version:
             return self._by_version[loaded.version]
-        client = MlflowClient()
-        tags = client.get_run(loaded.run_id).data.tags
-        uri = tags.get("airloop.reference_uri") or tags.get("airloop.train_uri")
-        if not uri:
-            raise ValueError(f"model v{loaded.version}: its run has no reference rows to explain against")
-        explainer = Explainer(loaded.model, lake.read_parquet(uri), seed=self.cfg.training.seed)
-        mv = client.get_model_version(self.cfg.registered_model_name, loaded.version)
-        threshold = mv.tags.get("airloop.conformal.threshold")
-        self._by_version = {loaded.version: (explainer, float(threshold) if threshold else None)}
+        tags = MlflowClient().get_run(loaded.run_id).data.tags
+        try:
+            explainer = explainer_for_run(loaded.model, tags, seed=self.cfg.training.seed)
+        except ValueError as err:
+            raise ValueError(f"model v{loaded.version}: {err}") from None
+        self._by_version = {loaded.version: (explainer, loaded.conformal_threshold)}
         return self._by_version[loaded.version]
 
     def explain(self, loaded: Any, cols: dict[str, list], top: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from airloop.config import PipelineConfig
+from airloop.model.conformal import conformal_tags
 from airloop.serving.compiled import CompiledPipeline, EstimatorScorer, compile_pipeline
 from airloop.serving.spec import Column, input_columns
 from airloop.store import models
@@ -30,6 +31,10 @@ class LoadedModel:
     columns: list[Column]
     classes: np.ndarray | None = None
     compiled: CompiledPipeline | None = None
+    # The split-conformal threshold and declared coverage the gate recorded on the version (None when it was
+    # not calibrated): each served row's set or interval is computed from it (airloop.model.conformal).
+    conformal_threshold: float | None = None
+    conformal_coverage: float | None = None
     loaded_at: float = field(default_factory=time.time)
     sklearn: EstimatorScorer = field(init=False)  # the pipeline itself, one thread for small batches
 
@@ -58,7 +63,9 @@ def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
     signature = mlflow.models.get_model_info(uri).signature
     classes = getattr(model, "classes_", None) if cfg.task == "classification" else None
     columns = input_columns(model, signature)
-    loaded = LoadedModel(model, str(version), mv.run_id, columns, classes, compile_pipeline(model, columns, cfg.task))
+    threshold, coverage = conformal_tags(dict(mv.tags or {}))
+    compiled = compile_pipeline(model, columns, cfg.task)
+    loaded = LoadedModel(model, str(version), mv.run_id, columns, classes, compiled, threshold, coverage)
     log.info(
         "%s v%s (%s) scores through the %s path",
         cfg.registered_model_name,
@@ -66,4 +73,12 @@ def load_version(cfg: PipelineConfig, version: str) -> LoadedModel:
         type(getattr(model, "named_steps", {}).get("model", model)).__name__,
         loaded.path,
     )
+    if threshold is None and cfg.serving.review_by != "probability":
+        log.warning(
+            "v%s has no conformal threshold (airloop.conformal.threshold): serving.review_by %r falls back to "
+            "serving.low_confidence_threshold (%s) for this version",
+            version,
+            cfg.serving.review_by,
+            cfg.serving.low_confidence_threshold,
+        )
     return loaded

@@ -59,7 +59,7 @@ class Metrics:
         counters = {
             "predictions_total": ("Rows scored by the champion.", self.predictions),
             "low_confidence_total": (
-                "Rows below serving.low_confidence_threshold (sent to review).",
+                "Rows flagged by serving.review_by (low probability, large set or wide interval; sent to review).",
                 self.low_confidence,
             ),
             "batches_total": ("Model calls (each scores one or more concurrent requests).", self.batches),

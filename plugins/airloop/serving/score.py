@@ -1,7 +1,9 @@
 """Batch scoring: score a validated batch with the current champion and write predictions to the lake.
 
 Each prediction row carries a prediction id, the model version, the batch id and a timestamp, so any
-prediction can be traced back to the model, its training run and its data.
+prediction can be traced back to the model, its training run and its data; and, when the gate calibrated the
+version, its conformal prediction set (``prediction_set``, ``set_size``) or interval (``interval_low``,
+``interval_high``), as online serving answers.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ class NoChampion(NothingToDo):
 SCORE_CHUNK_ROWS = 100_000  # rows per model call in batch scoring: bounds the preprocessed matrix in memory
 
 
-def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame, chunk_rows: int = SCORE_CHUNK_ROWS) -> pd.DataFrame:
+def predict_frame(
+    cfg: PipelineConfig,
+    model,
+    frame: pd.DataFrame,
+    chunk_rows: int = SCORE_CHUNK_ROWS,
+    conformal_threshold: float | None = None,
+) -> pd.DataFrame:
     """Predictions for raw rows: ``prediction`` and, for classifiers, ``probability`` of the predicted class
-    (``score``: probability of the positive class for binary problems).
+    (``score``: probability of the positive class for binary problems). With the version's
+    ``conformal_threshold``, also the columns of :func:`airloop.model.conformal.served_columns`.
 
     One model call per chunk of ``chunk_rows`` rows, so the preprocessed matrix of a large batch never sits in
     memory whole. A classifier's ``prediction`` is the class of highest probability, as online serving
@@ -44,7 +53,10 @@ def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame, chunk_rows: i
             probas.append(np.asarray(model.predict_proba(part)))
         else:
             preds.append(np.asarray(model.predict(part)))
+    from airloop.model.conformal import served_columns
+
     out = pd.DataFrame(index=frame.index)
+    proba = None
     if with_proba:
         proba = np.concatenate(probas) if len(probas) > 1 else probas[0]
         best = proba.argmax(axis=1)
@@ -54,6 +66,9 @@ def predict_frame(cfg: PipelineConfig, model, frame: pd.DataFrame, chunk_rows: i
             out["score"] = proba[:, 1]
     else:
         out["prediction"] = np.concatenate(preds) if len(preds) > 1 else preds[0]
+    classes = getattr(model, "classes_", None)
+    for key, values in served_columns(cfg.task, conformal_threshold, out["prediction"], proba, classes).items():
+        out[key] = values
     return out
 
 
@@ -109,6 +124,7 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     another's.
     """
 
+    from airloop.model.conformal import conformal_tags
     from airloop.store import registry, tracking
 
     lake = lake or Lake(cfg.name)
@@ -129,7 +145,8 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     features = frame.drop(columns=[c for c in (cfg.target,) if c in frame.columns])
     checks = check_inputs(cfg, features, model_uri, batch_id)
     model = models.load_uri(model_uri)
-    preds = predict_frame(cfg, model, features)
+    threshold, _ = conformal_tags(dict(champion.tags or {}))
+    preds = predict_frame(cfg, model, features, conformal_threshold=threshold)
     keep = [c for c in (cfg.id_column, cfg.event_time_column) if c and c in frame.columns]
     out = pd.concat([frame[keep], preds], axis=1)
     out.insert(0, "prediction_id", prediction_ids(cfg, frame, batch_id))

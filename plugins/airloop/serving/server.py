@@ -8,7 +8,9 @@
 - a background thread polls the registry alias, loads a new version and swaps one reference: a batch in
   flight finishes on the model it started with, and no request is dropped;
 - requests and responses go to the lake in batches from another thread (:mod:`airloop.serving.servinglog`);
-  low-confidence rows also go to the review queue (:mod:`airloop.serving.review`);
+  rows flagged by ``serving.review_by`` also go to the review queue (:mod:`airloop.serving.review`);
+- a version the gate calibrated answers each row's conformal prediction set (classification) or interval
+  (regression) beside its prediction, from the threshold stored with the version (vector operations only);
 - in shadow mode the challenger scores the same rows after the champion answered; its output is logged only.
 """
 
@@ -30,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from airloop.config import PipelineConfig
+from airloop.model.conformal import SERVED_COLUMNS, served_columns
 from airloop.serving.loaded import LoadedModel, load_version
 from airloop.serving.metrics import Metrics
 from airloop.serving.payload import PayloadError, parse_request
+from airloop.serving.review import review_flags
 from airloop.serving.servinglog import IdMaker, write_serving_log
 from airloop.serving.spec import to_frame
 from airloop.store.lake import Lake
@@ -52,11 +56,13 @@ class _Pending:
 @dataclass(frozen=True)
 class Scores:
     """A model's output for parsed columns: ``probability`` is that of the predicted class and ``positive``
-    that of the positive class (both None without class probabilities; ``positive`` None beyond two classes)."""
+    that of the positive class (both None without class probabilities; ``positive`` None beyond two classes);
+    ``proba`` is the whole (rows, classes) matrix."""
 
     predictions: np.ndarray
     probability: np.ndarray | None = None
     positive: np.ndarray | None = None
+    proba: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class ScoredBatch:
     positive: np.ndarray | None
     low_confidence: list[bool]
     entity_ids: list
+    served: dict[str, list]  # the conformal columns (airloop.model.conformal.served_columns), maybe empty
 
 
 _last_traceback = [-1e9]
@@ -110,7 +117,6 @@ class ModelServer:
         self.metrics = Metrics()
         self.log_buffer: deque[dict] = deque()  # column chunks, one per scored batch
         self.buffered_rows = 0
-        self.threshold = cfg.serving.low_confidence_threshold
         self._queue: asyncio.Queue[_Pending] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airloop-predict")
         self._stop = threading.Event()
@@ -188,7 +194,7 @@ class ModelServer:
             proba = np.asarray(model.predict_proba(data))
             best = proba.argmax(axis=1)
             score = proba[:, 1] if proba.shape[1] == 2 else None
-            return Scores(spec.classes[best], proba[np.arange(len(best)), best], score)
+            return Scores(spec.classes[best], proba[np.arange(len(best)), best], score, proba)
         return Scores(np.asarray(model.predict(data)))
 
     def _score_batch(self, spec: LoadedModel, items: list[_Pending]) -> ScoredBatch:
@@ -206,24 +212,31 @@ class ModelServer:
         self.metrics.predictions += n
         pred_list = pred.tolist()
         prob_list = prob.tolist() if prob is not None else [None] * n
-        low = [p is not None and self.threshold is not None and p < self.threshold for p in prob_list]
+        served = served_columns(self.cfg.task, spec.conformal_threshold, pred, scores.proba, spec.classes)
+        low = review_flags(self.cfg, prob, served, n)
         self.metrics.low_confidence += sum(low)
+        sets, lows, highs = served.get("prediction_set"), served.get("interval_low"), served.get("interval_high")
         ids = self._ids.make(n)
         out, start = [], 0
         for it in items:
             end = start + it.rows
-            out.append(
-                {
-                    "predictions": pred_list[start:end],
-                    "probabilities": prob_list[start:end],
-                    "model_version": spec.version,
-                    "prediction_ids": ids[start:end],
-                    "low_confidence": low[start:end],
-                }
-            )
+            doc = {
+                "predictions": pred_list[start:end],
+                "probabilities": prob_list[start:end],
+                "model_version": spec.version,
+                "prediction_ids": ids[start:end],
+                "low_confidence": low[start:end],
+            }
+            if served:  # beside MLflow's "predictions", so its clients keep working
+                doc["coverage"] = spec.conformal_coverage
+                if sets is not None:
+                    doc["prediction_sets"] = sets[start:end]
+                else:
+                    doc["prediction_intervals"] = [list(b) for b in zip(lows[start:end], highs[start:end], strict=True)]
+            out.append(doc)
             start = end
         entity = [e for it in items for e in (it.entity_ids or [None] * it.rows)]
-        return ScoredBatch(out, spec, cols, ids, pred_list, prob_list, scores.positive, low, entity)
+        return ScoredBatch(out, spec, cols, ids, pred_list, prob_list, scores.positive, low, entity, served)
 
     def _after(self, batch: ScoredBatch) -> None:
         """After the answers: the shadow challenger's predictions, and the log rows (flushed by another thread)."""
@@ -257,6 +270,8 @@ class ModelServer:
             "shadow_probability": nothing if s_prob is None else s_prob,
             "_inputs": (spec.names, cols),
         }
+        for key in SERVED_COLUMNS[self.cfg.task]:  # every chunk has the same keys, calibrated or not
+            chunk[key] = batch.served.get(key, nothing)
         self.log_buffer.append(chunk)
         self.buffered_rows += n
 

@@ -74,6 +74,9 @@ def test_suspects_go_to_the_review_queue_once_and_a_review_replaces_the_label(pl
     assert len(items) == got["suspects"] and items["prediction_id"].str.startswith("suspect-").all()
     first = items.iloc[0]
     row = frame.set_index("cid").loc[first["entity_id"]]
+    # each item keeps why it was queued, for the reviewer
+    assert items["reason"].str.startswith("suspect label: given ").all()
+    assert f"given {int(row['y'])!r}" in first["reason"] and "out-of-fold p(given)" in first["reason"]
     assert first["x1"] == pytest.approx(row["x1"]) and first["served_at"][:10] == "2026-03-01"
     # the reviewer confirms the model: the label is flipped back
     fixed = 1 - int(row["y"])

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from fixtures.servekit import CHURN_ROW, RunningServer, churn_cfg, ingest_validated, simulate_small, train_version
 
@@ -50,12 +51,26 @@ def test_trace_a_served_prediction_back_to_its_data(chain):
 
     with RunningServer(create_app(chain["cfg"])) as url:
         pid = httpx.post(f"{url}/invocations", json={"instances": [ROW]}).json()["prediction_ids"][0]
-    doc = trace.trace(pid, chain["cfg"])
+    doc = trace.trace(pid, chain["cfg"], top=20)
     assert doc["prediction"]["prediction_id"] == pid and doc["scored_batch"] is None
     assert doc["prediction"]["model_run_id"] == chain["v1"]["run_id"]
     check_chain(doc, chain)
     text = trace.render(doc)
     assert pid in text and "ana@example.com" in text and chain["history"] in text
+
+    # the SHAP contributions of this very prediction, against the version that served it: they add up to its
+    # log-odds, and the served feature values are shown
+    from airloop.store import models
+
+    got = doc["explanation"]
+    assert got["explainer"] == "linear" and len(got["contributions"]) == len(ROW), got
+    model = models.load_version(chain["cfg"], chain["v1"]["version"])
+    margin = model.decision_function(pd.DataFrame([ROW]).astype({"monthly_charges": float}))[0]
+    total = got["expected_value"] + sum(c["contribution"] for c in got["contributions"])
+    assert total == pytest.approx(margin, abs=1e-6)
+    assert {c["feature"]: c["value"] for c in got["contributions"]} == ROW
+    assert "top contributions" in text and "contract" in text
+    assert trace.trace(pid, chain["cfg"], explain=False)["explanation"] is None
 
 
 def test_trace_a_batch_scored_prediction_names_the_scoring_run_and_its_batch(chain):
@@ -70,6 +85,15 @@ def test_trace_a_batch_scored_prediction_names_the_scoring_run_and_its_batch(cha
     assert doc["scored_batch"]["batch_id"] == day and doc["scored_batch"]["sources"]
     assert {"role": "score", "dag_id": "airloop_trc_score", "run_id": "scheduled__x"} in doc["dag_runs"]
     check_chain(doc, chain)
+    # explained from the row of the validated batch this prediction id points at
+    from airloop.store.lake import Lake
+
+    batch = Lake(chain["cfg"].name).read_zone("validated", [day]).set_index("customer_id").loc["C0000600"]
+    contributions = doc["explanation"]["contributions"]
+    assert len(contributions) == 5 and "error" not in doc["explanation"]
+    for c in contributions:
+        want = batch[c["feature"]]
+        assert c["value"] == (None if pd.isna(want) else pytest.approx(want) if not isinstance(want, str) else want)
 
 
 def test_bad_and_unknown_prediction_ids(chain):
