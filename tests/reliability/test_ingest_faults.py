@@ -60,16 +60,17 @@ def test_two_source_names_that_sanitise_alike_keep_both_files(tmp_path, pipeline
 def test_two_objects_mapping_to_one_raw_name_copy_nothing(tmp_path):
     """The last guard: if two objects still mapped to one raw name, nothing is copied (no silent loss)."""
     from airloop.data import sources
-    from airloop.data.ingest import _refuse_collisions
+    from airloop.data.raw import refuse_collisions
 
     objs = [sources.SourceObject(uri=f"file:///x/{n}", relative=n, size=1) for n in ("a", "b")]
     with pytest.raises(lk.LakeError, match="both map to raw name"):
-        _refuse_collisions(objs, ["file:///lake/raw/a", "file:///lake/raw/a"])
+        refuse_collisions(objs, ["file:///lake/raw/a", "file:///lake/raw/a"])
 
 
 KILL_MID_COPY = """
 import os, signal
 import airloop.data.ingest as ingest
+import airloop.data.parse as parse
 from airloop.config import parse_pipeline
 from airloop.store import lake as lk
 from airloop.store.lake import Lake
@@ -90,7 +91,7 @@ def write_stream(uri, chunks):
 
 
 lk.write_stream = write_stream
-ingest.STREAM_BLOCK_BYTES = 4096
+parse.STREAM_BLOCK_BYTES = 4096
 cfg = parse_pipeline({{"name": "t", "source": {{"uri": {source!r}}}, "target": "churned",
                       "task": "classification"}}, "t.yaml")
 ingest.ingest_batch(cfg, {day!r}, lake=Lake("t", root={root!r}))

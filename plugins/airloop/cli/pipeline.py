@@ -44,12 +44,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from airloop.monitoring import status
+    from airloop.monitoring import status, status_text
     from airloop.orchestration.runner import prepare_environment
 
     prepare_environment()
     doc = status.collect(load_pipelines())
-    print(json.dumps(doc, indent=2, default=str) if args.json else status.render(doc))
+    print(json.dumps(doc, indent=2, default=str) if args.json else status_text.render(doc))
     return 0
 
 

@@ -188,12 +188,12 @@ def suggest_suite(
 def reference_frame(cfg: PipelineConfig, source: str | None = None) -> pd.DataFrame:
     """Reference data: a local file (CSV/Parquet/JSONL) when ``source`` is given, else every validated batch
     of the pipeline in the lake (falling back to staged batches when none is validated yet)."""
-    from airloop.data.ingest import _format_of, parse_bytes
+    from airloop.data.parse import format_of, parse_bytes
     from airloop.store.lake import Lake, read_bytes
 
     if source:
         uri = source if "://" in source else Path(source).resolve().as_uri()
-        return parse_bytes(uri, read_bytes(uri), _format_of(uri, None))
+        return parse_bytes(uri, read_bytes(uri), format_of(uri, None))
     lake = Lake(cfg.name)
     for zone in ("validated", "staged"):
         frame = lake.read_zone(zone)

@@ -20,29 +20,30 @@ The verdict is written to the challenger's MLflow run (tags ``airloop.gate.*``, 
 with evaluation plots (plots/) and a model card (model_card.md). A blessed model is registered, gets the alias
 ``challenger``, and carries the card as its description. See docs/models.md.
 
-The statistics and checks live in :mod:`airloop.model.gate`, the fresh-process check in :mod:`airloop.model.infra`;
-this module gathers the evidence, applies them and records the verdict.
+The statistics and checks live in :mod:`airloop.model.gate`, the fresh-process check in :mod:`airloop.model.infra`,
+the verdict's assembly, registration, record and summary in :mod:`airloop.model.verdict`, the plots, explanations,
+suspect labels and model card logged beside it in :mod:`airloop.model.evidence`; this module is the stage entry
+point: it scores challenger and champion, applies the checks and hands the result on.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import pandas as pd
-from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from airloop.config import PipelineConfig
 from airloop.errors import BadInput, NothingToDo
-from airloop.model import infra
+from airloop.model import evidence, infra
 from airloop.model.baseline import baseline_check, baseline_kind, baseline_scored
-from airloop.model.gate import champion_check, compare, describe_interval, slice_check, slice_metrics, window_check
+from airloop.model.gate import champion_check, compare, slice_check, slice_metrics, window_check
 from airloop.model.metrics import check_metric, compute_metrics, greater_is_better, predict_with_proba
-from airloop.store import lake, models, promotions, registry, tracking
+from airloop.model.verdict import assemble_verdict, record_verdict, register_blessed, summarize_verdict
+from airloop.store import lake, models, registry, tracking
 from airloop.store.lake import BATCH_COLUMN
 
 log = logging.getLogger(__name__)
@@ -230,57 +231,31 @@ def evaluate_challenger(
     checks.append({"check": "infra", "passed": passed, "detail": detail})
 
     uncertainty = _conformal(cfg, y_true, chall)
-    blessed = all(c["passed"] for c in checks)
     version = None
-    if blessed:
-        version = registry.register(
-            cfg,
-            model_uri,
-            run_id,
-            tags={
-                "airloop.pipeline": cfg.name,
-                "airloop.candidate": candidate.get("candidate") or "",
-                "airloop.data_fingerprint": run.data.tags.get("airloop.data_fingerprint", ""),
-                f"airloop.gate.{metric}": f"{value:.6f}",
-                "airloop.gate.verdict_uri": f"runs:/{run_id}/gate/verdict.json",
-                # promote moves the alias only if this is still the champion (compare-and-set)
-                registry.COMPARED_WITH_TAG: champion_version or "none",
-                **_conformal_tags(uncertainty),
-            },
-        )
-        promotions.set_challenger(cfg, version)
-
-    reasons = [f"{'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks]
-    url = tracking.run_url(run_id)
-    verdict = {
-        "blessed": blessed,
-        "reasons": reasons,
-        "checks": [{k: c[k] for k in ("check", "passed", "detail")} for c in checks],
-        "metric": metric,
-        "challenger_metric": value,
-        "champion_metric": champion_value,
-        "champion_version": champion_version,
-        "ci": cmp["ci"] if cmp else None,
-        "lower_bound": cmp["bounds"][0] if cmp and cmp["bounds"] else None,
-        "interval_90": cmp["bounds"] if cmp and cmp["bounds"] else None,
-        "improvement": cmp["improvement"] if cmp else None,
-        "metrics": chall_metrics,
-        "baseline": baseline,
-        "conformal": uncertainty,
-        "slices": slices,
-        "production_window": _window_summary(window),
-        "version": version,
-        "run_id": run_id,
-        "run_url": url,
-        "holdout_uri": holdout_uri,
-        "verdict_uri": f"runs:/{run_id}/gate/verdict.json",
-    }
-    verdict["plots"] = _plots(client, cfg, run_id, challenger, holdout, chall)
-    verdict["explanations"] = _explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
-    verdict["suspect_labels"] = _suspects(cfg, challenger, run.data.tags, run_id)
-    verdict["summary"] = _summary(cfg, candidate, verdict, len(holdout))
-    verdict["model_card_uri"] = _model_card(client, cfg, run, verdict)
-    _record(client, cfg, verdict, run_info)
+    if all(c["passed"] for c in checks):
+        version = register_blessed(cfg, candidate, run, metric, value, champion_version, uncertainty)
+    verdict = assemble_verdict(
+        checks=checks,
+        metric=metric,
+        value=value,
+        metrics=chall_metrics,
+        champion_value=champion_value,
+        champion_version=champion_version,
+        cmp=cmp,
+        baseline=baseline,
+        conformal=uncertainty,
+        slices=slices,
+        window=window,
+        version=version,
+        run_id=run_id,
+        holdout_uri=holdout_uri,
+    )
+    verdict["plots"] = evidence.log_plots(client, cfg, run_id, challenger, holdout, chall)
+    verdict["explanations"] = evidence.log_explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
+    verdict["suspect_labels"] = evidence.queue_suspects(cfg, challenger, run.data.tags, run_id)
+    verdict["summary"] = summarize_verdict(cfg, candidate, verdict, len(holdout))
+    verdict["model_card_uri"] = evidence.publish_model_card(client, cfg, run, verdict)
+    record_verdict(client, cfg, verdict, run_info)
     log.info("%s", verdict["summary"])
     return verdict
 
@@ -293,17 +268,6 @@ def _conformal(cfg: PipelineConfig, y_true: Any, chall: dict) -> dict[str, Any] 
     if cfg.task == "classification" and chall.get("y_proba") is None:
         return None
     return calibrate_and_measure(cfg.task, y_true, chall, cfg.evaluation.coverage, cfg.training.seed)
-
-
-def _conformal_tags(c: dict[str, Any] | None) -> dict[str, str]:
-    """Version tags that let serving and review apply the conformal threshold without the verdict."""
-    if not c or "threshold" not in c or not math.isfinite(c["threshold"]):
-        return {}
-    return {
-        "airloop.conformal.threshold": f"{c['threshold']:.6f}",
-        "airloop.conformal.coverage": f"{c['coverage_declared']:g}",
-        "airloop.conformal.measured_coverage": f"{c['coverage_measured']:.4f}",
-    }
 
 
 def _baseline(
@@ -331,171 +295,6 @@ def _baseline(
         "interval_90": cmp["bounds"],
         "_cmp": cmp,
     }
-
-
-def _window_summary(window: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The XCom-sized part of a production-window comparison."""
-    if window is None or "skipped" in window:
-        return window
-    return {k: window[k] for k in ("rows", "batches", "challenger", "champion")} | {"ci": window["compare"]["ci"]}
-
-
-def _plots(client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, holdout: pd.DataFrame, scored: dict):
-    """Log the evaluation plots to the challenger's run; a plotting failure never fails the gate."""
-    from airloop.model import plots
-
-    try:
-        return plots.log_evaluation_plots(client, run_id, cfg, model, holdout, scored)
-    except Exception as err:  # plots are evidence, not a decision: say so and go on
-        log.warning("evaluation plots not logged for run %s: %s", run_id, err)
-        return []
-
-
-def _explanations(
-    client: MlflowClient, cfg: PipelineConfig, run_id: str, model: Any, holdout: pd.DataFrame, tags: dict
-) -> dict[str, Any]:
-    """Global SHAP importance on a holdout sample (:mod:`airloop.model.explain`), logged to the run as
-    ``explanations/shap_global.json`` and ``explanations/shap_importance.png``. Returns {"explainer", "rows",
-    "top": [{"feature", "mean_abs_shap", "mean_shap"}] (10 largest), "artifacts"} or {"skipped": why};
-    an explanation failure never fails the gate."""
-    from airloop.model import explain
-    from airloop.model.plots import _pyplot
-
-    try:
-        background = holdout
-        if tags.get("airloop.train_uri"):
-            background = lake.read_parquet(tags["airloop.train_uri"])
-        explainer = explain.Explainer(model, background, seed=cfg.training.seed)
-        importance = explain.global_importance(explainer, holdout, seed=cfg.training.seed)
-        rows = min(len(holdout), explain.GLOBAL_ROWS)
-        client.log_dict(
-            run_id,
-            {"explainer": explainer.kind, "rows": rows, "importance": importance},
-            "explanations/shap_global.json",
-        )
-        fig = explain.importance_figure(importance)
-        try:
-            client.log_figure(run_id, fig, "explanations/shap_importance.png")
-        finally:
-            _pyplot().close(fig)
-    except Exception as err:  # explanations are evidence, not a decision
-        log.warning("SHAP explanations not computed for run %s: %s", run_id, err)
-        return {"skipped": f"SHAP explanations not computed: {err}"}
-    return {
-        "explainer": explainer.kind,
-        "rows": rows,
-        "top": importance[:10],
-        "artifacts": ["explanations/shap_global.json", "explanations/shap_importance.png"],
-    }
-
-
-def _suspects(cfg: PipelineConfig, model: Any, tags: dict, run_id: str) -> dict[str, Any]:
-    """Suspect training labels to the review queue (:mod:`airloop.model.suspects`); never fails the gate."""
-    from airloop.model.suspects import review_suspects
-
-    if not cfg.evaluation.suspect_labels:
-        return {"skipped": "evaluation.suspect_labels is off"}
-    if not tags.get("airloop.train_uri"):
-        return {"skipped": "the run has no airloop.train_uri tag"}
-    try:
-        return review_suspects(cfg, model, lake.read_parquet(tags["airloop.train_uri"]), run_id)
-    except Exception as err:  # a review aid, not a decision
-        log.warning("suspect labels not searched for run %s: %s", run_id, err)
-        return {"skipped": f"suspect labels not searched: {err}"}
-
-
-def _model_card(client: MlflowClient, cfg: PipelineConfig, run: Any, verdict: dict[str, Any]) -> str | None:
-    from airloop.model import modelcard
-
-    try:
-        return modelcard.publish(client, cfg, run, verdict)
-    except Exception as err:  # the card documents the decision; it must not change it
-        log.warning("model card not written for run %s: %s", run.info.run_id, err)
-        return None
-
-
-def _record(
-    client: MlflowClient, cfg: PipelineConfig, verdict: dict[str, Any], run_info: dict[str, Any] | None
-) -> None:
-    """Write the verdict to the challenger's run: tags, a few metrics, and gate/verdict.json."""
-    run_id = verdict["run_id"]
-    tags = {
-        "airloop.gate.verdict": "blessed" if verdict["blessed"] else "rejected",
-        "airloop.gate.reasons": "\n".join(verdict["reasons"])[:5000],
-        "airloop.gate.champion_version": verdict["champion_version"] or "none",
-    }
-    for check in verdict["checks"]:
-        tags[f"airloop.gate.check.{check['check']}"] = "pass" if check["passed"] else "fail"
-    if verdict["version"]:
-        tags["airloop.registered_version"] = verdict["version"]
-    tags.update({f"airloop.gate.{k.split('.', 1)[1]}": v for k, v in tracking.lineage_tags(run_info).items()})
-    metric = verdict["metric"]
-    metrics: dict[str, float] = {}
-    if verdict["champion_metric"] is not None:
-        metrics[f"gate_champion_{metric}"] = verdict["champion_metric"]
-    if verdict.get("interval_90"):
-        metrics[f"gate_improvement_{metric}_interval90_low"] = verdict["interval_90"][0]
-        metrics[f"gate_improvement_{metric}_interval90_high"] = verdict["interval_90"][1]
-    if verdict["ci"]:
-        metrics[f"gate_improvement_{metric}"] = verdict["improvement"]
-        metrics[f"gate_improvement_{metric}_ci_low"] = verdict["ci"][0]
-        metrics[f"gate_improvement_{metric}_ci_high"] = verdict["ci"][1]
-        metrics[f"gate_improvement_{metric}_lower_bound"] = verdict["lower_bound"]
-    base = verdict.get("baseline")
-    if base:
-        metrics[f"gate_baseline_{metric}"] = base["value"]
-        if base["lower_bound"] is not None:
-            metrics[f"gate_baseline_improvement_{metric}_lower_bound"] = base["lower_bound"]
-    c = verdict.get("conformal") or {}
-    if "coverage_measured" in c:
-        metrics["conformal_coverage_measured"] = c["coverage_measured"]
-        if math.isfinite(c["threshold"]):
-            metrics["conformal_threshold"] = c["threshold"]
-    for s in verdict["slices"]:
-        if s.get("challenger") is not None:
-            key = f"slice_{metric}_{s['column']}_{s['value']}"
-            metrics["".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)] = s["challenger"]
-    now = int(time.time() * 1000)
-    client.log_batch(  # one round trip instead of one per tag and metric
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        tags=[RunTag(k, str(v)) for k, v in tags.items()],
-    )
-    client.log_dict(run_id, {**verdict, "pipeline": cfg.name, "airflow": run_info}, "gate/verdict.json")
-
-
-def _summary(cfg: PipelineConfig, candidate: dict[str, Any], v: dict[str, Any], n_rows: int) -> str:
-    head = (
-        f"BLESSED: registered as v{v['version']} with alias 'challenger'"
-        if v["blessed"]
-        else "REJECTED: not registered; the champion stays"
-    )
-    lines = [
-        f"Gate for pipeline {cfg.name}, candidate {candidate.get('candidate')} (run {v['run_id']}): {head}",
-        f"  holdout: {v['holdout_uri']} ({n_rows} rows)",
-    ]
-    metric, value = v["metric"], v["challenger_metric"]
-    shown = f"{value:.4f}" if value is not None else "undefined"
-    if v["champion_metric"] is not None:
-        shown += f", champion v{v['champion_version']} {v['champion_metric']:.4f}"
-        if v.get("interval_90"):
-            shown += f" (improvement: {describe_interval(v['lower_bound'], v['interval_90'])})"
-    if v.get("baseline"):
-        shown += f", {v['baseline']['kind']} baseline {v['baseline']['value']:.4f}"
-    lines.append(f"  {metric}: challenger {shown}")
-    lines += [f"  {r}" for r in v["reasons"]]
-    sus = v.get("suspect_labels") or {}
-    if "suspects" in sus:
-        lines.append(
-            f"  suspect labels: {sus['suspects']} of {sus['rows']} training rows, {sus['queued']} new in the review "
-            "queue (airloop review NAME --export)"
-        )
-    if v.get("conformal"):
-        from airloop.model.conformal import describe
-
-        lines.append(f"  uncertainty: {describe(v['conformal'])}")
-    lines.append(f"  evidence: {v['run_url']} (gate/verdict.json, model_card.md, plots/)")
-    return "\n".join(lines)
 
 
 def require_blessed(verdict: dict[str, Any]) -> str:

@@ -98,7 +98,7 @@ def pending_batches(cfg: PipelineConfig) -> tuple[list[str], bool]:
     """(batches to ingest, history). Dated source files: the dates not validated yet. Undated files with an
     event-time column: the day of the latest event, as one initial *history* batch (every row up to that
     day) while nothing is validated, as that day's batch afterwards. Otherwise today's date."""
-    from airloop.data.ingest import files_for_batch, latest_event_day, list_source_files
+    from airloop.data.intervals import files_for_batch, latest_event_day, list_source_files
     from airloop.store.lake import DATE_IN_TEXT, Lake
 
     files = list_source_files(cfg.source.uri)

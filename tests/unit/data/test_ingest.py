@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from fixtures import DATA
 
-from airloop.data.ingest import IngestError, NoNewData, files_for_batch, ingest_batch, ingest_labels, parse_bytes
+from airloop.data.ingest import IngestError, NoNewData, ingest_batch, ingest_labels
+from airloop.data.intervals import files_for_batch
+from airloop.data.parse import parse_bytes
 from airloop.store import lake as lk
 from airloop.store.lake import Lake
 
@@ -231,7 +233,7 @@ def test_batch_id_escaping_the_lake_is_refused_before_anything_is_written(shop):
 
 
 def test_object_key_escaping_the_lake_is_refused():
-    from airloop.data.ingest import raw_name
+    from airloop.data.raw import raw_name
     from airloop.store.lake import LakeError
 
     assert raw_name("date=2026-01-05/part_1.csv") == ["date=2026-01-05", "part_1.csv"]
@@ -266,6 +268,7 @@ def test_partitioned_folders_and_jsonl(tmp_path, landing, pipeline_cfg):
 
 def test_large_batches_stream_through_the_chunked_path(tmp_path, landing, pipeline_cfg, monkeypatch):
     import airloop.data.ingest as ingest
+    import airloop.data.parse as parse
 
     rows = 5000
     frame = pd.DataFrame(
@@ -278,7 +281,7 @@ def test_large_batches_stream_through_the_chunked_path(tmp_path, landing, pipeli
     )
     (landing / "export.csv").write_text(frame.to_csv(index=False))
     monkeypatch.setattr(ingest, "SMALL_BATCH_BYTES", 0)  # everything is "large"
-    monkeypatch.setattr(ingest, "STREAM_BLOCK_BYTES", 16 << 10)  # many chunks
+    monkeypatch.setattr(parse, "STREAM_BLOCK_BYTES", 16 << 10)  # many chunks
     cfg = pipeline_cfg(f"{landing.as_uri()}/*.csv", source={"uri": f"{landing.as_uri()}/*.csv", "chunk_rows": 1000})
     lake = Lake("t", root=(tmp_path / "lake").as_uri())
 
@@ -294,6 +297,7 @@ def test_large_batches_stream_through_the_chunked_path(tmp_path, landing, pipeli
 
 def test_a_failure_mid_stream_leaves_no_half_batch(tmp_path, landing, pipeline_cfg, monkeypatch):
     import airloop.data.ingest as ingest
+    import airloop.data.parse as parse
 
     good = "customer_id,tenure_months\n" + "".join(f"C{i},{i}\n" for i in range(3000))
     (landing / "t_2026-01-02.csv").write_text(good)
@@ -306,7 +310,7 @@ def test_a_failure_mid_stream_leaves_no_half_batch(tmp_path, landing, pipeline_c
     # staged batch with half of the new one, nor leave temporary objects behind.
     (landing / "t_2026-01-02.csv").write_text(good + "C9,not-a-number\n")
     monkeypatch.setattr(ingest, "SMALL_BATCH_BYTES", 0)
-    monkeypatch.setattr(ingest, "STREAM_BLOCK_BYTES", 4 << 10)
+    monkeypatch.setattr(parse, "STREAM_BLOCK_BYTES", 4 << 10)
     with pytest.raises(IngestError, match=r"t_2026-01-02\.csv: cannot be parsed as csv: .*not-a-number"):
         ingest_batch(cfg, "2026-01-02", lake=lake)
 

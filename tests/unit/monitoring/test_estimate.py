@@ -258,7 +258,8 @@ def test_the_drift_trigger_would_have_retrained_on_the_harmless_shift(champion, 
 
 
 def test_status_shows_the_estimate_and_the_realized_value_beside_it():
-    from airloop.monitoring.status import estimated_performance, render
+    from airloop.monitoring.status import estimated_performance
+    from airloop.monitoring.status_text import render
 
     verdict = {
         "batch_id": "2026-01-08",

@@ -53,7 +53,7 @@ def test_champion_history_records_days_trend_and_time_to_stale(tmp_path, pipelin
 
 
 def test_status_shows_staleness_of_the_champion_and_earlier_ones():
-    from airloop.monitoring.status import render
+    from airloop.monitoring.status_text import render
 
     staleness = {
         "days_monitored": 4,

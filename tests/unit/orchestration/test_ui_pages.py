@@ -98,7 +98,7 @@ def test_task_page_says_when_a_task_recorded_nothing():
 
 
 def test_status_text_names_the_holdout_metric_and_the_gate():
-    from airloop.monitoring.status import render
+    from airloop.monitoring.status_text import render
 
     d = doc()
     p = d["pipelines"]["churn"]
