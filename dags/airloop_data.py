@@ -1,4 +1,4 @@
-"""Ingest and validate, per pipeline: raw batches land in the lake, and only validated data flows on.
+r"""Ingest and validate, per pipeline: raw batches land in the lake, and only validated data flows on.
 
 ingest (scheduled) --[raw]--> validate --[validated]--> score
                                      \--[first-model, only while there is no champion]--> train
