@@ -33,12 +33,19 @@ def run_demo(cfg: PipelineConfig, runner: Runner, spec: SimulationSpec | None = 
         verdicts.append(verdict)
         if outcome:
             retrains.append(outcome)
+    return facts(first, verdicts, retrains, written, started)
+
+
+def facts(first, verdicts: list, retrains: list, written: dict, started: float, **extra) -> dict:
+    """What :func:`summary` reads: the first model's outcome, the monitor verdicts, the retrains, the injected
+    drift's first day and the seconds since ``started`` (time.monotonic)."""
     return {
         "first": first,
         "verdicts": verdicts,
         "retrains": retrains,
         "drift_starts": written["drift_starts"],
         "seconds": round(time.monotonic() - started, 1),
+        **extra,
     }
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from airloop.config import PipelineConfig
+from airloop.demo.run import facts
 from airloop.demo.simulate import SimulationSpec, simulate
 from airloop.orchestration import stack as stk
 from airloop.orchestration.lifecycle import Outcome, StageRefused
@@ -213,11 +214,4 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
                 skipped=None if verdict else "no gate verdict (see the retrain run)",
             )
         )
-    return {
-        "first": first,
-        "verdicts": verdicts,
-        "retrains": retrains,
-        "drift_starts": written["drift_starts"],
-        "seconds": round(time.monotonic() - started, 1),
-        "ui": running.url,
-    }
+    return facts(first, verdicts, retrains, written, started, ui=running.url)
