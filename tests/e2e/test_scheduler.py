@@ -36,11 +36,12 @@ def settle(client, timeout_s: float = 600) -> None:
 
 def test_a_demo_validate_run_is_a_scheduler_run_with_its_task_log_through_the_rest_api(demo_ui):
     client = demo_ui.client()
-    runs = [r for r in client.runs("airloop_churn_validate") if r["state"] == "success"]
-    assert runs, "the demo left no successful validate run"
-    run = runs[-1]
-    assert run["run_type"] == "asset_triggered", run
-    assert (run.get("note") or "").startswith("batch "), run  # the demo names the batch in the run's note
+    # The demo's validate runs (the browser tests, run earlier on the same state, add manual ones).
+    runs = [r for r in client.runs("airloop_churn_validate") if (r.get("note") or "").startswith("batch ")]
+    assert len(runs) >= 5, [(r["run_type"], r.get("note")) for r in client.runs("airloop_churn_validate")]
+    assert {r["run_type"] for r in runs} == {"asset_triggered"}, runs
+    run = runs[0]
+    assert run["state"] == "success", run
     text = client.task_log("airloop_churn_validate", run["dag_run_id"], "validate")
     assert "Airloop summary: validate" in text, text[-2000:]
     events = client.upstream_events("airloop_churn_validate", run["dag_run_id"])
