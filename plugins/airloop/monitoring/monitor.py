@@ -78,15 +78,13 @@ def monitor_batch(
 
     from airloop.monitoring import drift
     from airloop.monitoring.report import render_html
-    from airloop.serving.score import NoChampion, predict_frame
-    from airloop.store import registry, tracking
+    from airloop.serving.score import champion_and_batch, predict_frame
+    from airloop.store import tracking
 
     lake = lake or Lake(cfg.name)
-    batch_uri = lake.require_part("validated", batch_id, "monitor")
-    tracking.configure_mlflow()
-    champion = registry.get_version(cfg, "champion")
-    if champion is None:
-        raise NoChampion(f"pipeline {cfg.name!r}: nothing to monitor, no model version is 'champion' yet")
+    champion, batch_uri = champion_and_batch(
+        cfg, lake, batch_id, "monitor", "nothing to monitor, no model version is 'champion' yet"
+    )
     run = mlflow.tracking.MlflowClient().get_run(champion.run_id)
     reference_uri = run.data.tags.get("airloop.reference_uri")
     if not reference_uri:

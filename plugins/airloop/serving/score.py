@@ -28,6 +28,19 @@ class NoChampion(NothingToDo):
     """There is no champion to score with yet."""
 
 
+def champion_and_batch(cfg: PipelineConfig, lake: Lake, batch_id: str, stage: str, none_yet: str):
+    """(the champion's ModelVersion, the URI of ``validated/date=batch_id``) for ``stage``; LakeError when the
+    batch was never validated, NoChampion (with ``none_yet`` as the reason) when no version is champion."""
+    from airloop.store import registry, tracking
+
+    batch_uri = lake.require_part("validated", batch_id, stage)
+    tracking.configure_mlflow()
+    champion = registry.get_version(cfg, "champion")
+    if champion is None:
+        raise NoChampion(f"pipeline {cfg.name!r}: {none_yet}")
+    return champion, batch_uri
+
+
 SCORE_CHUNK_ROWS = 100_000  # rows per model call in batch scoring: bounds the preprocessed matrix in memory
 
 
@@ -125,14 +138,11 @@ def score_batch(cfg: PipelineConfig, batch_id: str, *, lake: Lake | None = None,
     """
 
     from airloop.model.conformal import conformal_tags
-    from airloop.store import registry, tracking
 
     lake = lake or Lake(cfg.name)
-    validated_uri = lake.require_part("validated", batch_id, "score")
-    tracking.configure_mlflow()
-    champion = registry.get_version(cfg, "champion")
-    if champion is None:
-        raise NoChampion(f"pipeline {cfg.name!r}: no model version has the alias 'champion' yet")
+    champion, validated_uri = champion_and_batch(
+        cfg, lake, batch_id, "score", "no model version has the alias 'champion' yet"
+    )
     out_uri = lake.prediction_part(batch_id, str(champion.version))
     if lk.exists(out_uri):
         raise AlreadyScored(
