@@ -12,6 +12,10 @@
 - a version the gate calibrated answers each row's conformal prediction set (classification) or interval
   (regression) beside its prediction, from the threshold stored with the version (vector operations only);
 - in shadow mode the challenger scores the same rows after the champion answered; its output is logged only.
+
+It is one module (a little over 400 lines) because the batcher, the alias swap and the shadow scorer share one
+state, the current model reference and its queue; payload parsing, the compiled path, metrics and the
+serving log are their own modules.
 """
 
 from __future__ import annotations
