@@ -15,7 +15,7 @@ from pathlib import Path
 
 from airloop.cli.pipeline import _runner
 from airloop.config import get_pipeline
-from airloop.demo.simulate import SimulationSpec
+from airloop.demo.spec import SimulationSpec
 
 
 def cmd_demo(args) -> int:

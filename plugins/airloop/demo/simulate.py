@@ -13,29 +13,17 @@ Files written under ``out_dir``::
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from airloop.demo.spec import SimulationSpec  # noqa: F401 - re-exported: the spec is part of this module's API
+
 CONTRACTS = ["month-to-month", "one_year", "two_year"]
 PAYMENTS = ["electronic_check", "mailed_check", "bank_transfer", "credit_card"]
 INTERNET = ["dsl", "fiber", "none"]
 REGIONS = ["north", "south", "east", "west"]
-
-
-@dataclass(frozen=True)
-class SimulationSpec:
-    """What to generate: ``days`` daily batches after a history, drift from day ``drift_day`` (1-based)."""
-
-    start: dt.date = dt.date(2026, 1, 1)
-    history_rows: int = 4000
-    daily_rows: int = 1200
-    days: int = 10
-    drift_day: int = 5
-    label_delay_days: int = 1
-    seed: int = 7
 
 
 def _customers(rng: np.random.Generator, n: int, drifted: bool) -> pd.DataFrame:

@@ -10,14 +10,15 @@ beat the champion. Retrains are recorded in ``retrain/log.json`` in the lake.
 from __future__ import annotations
 
 import datetime as dt
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from airloop.config import PipelineConfig
-from airloop.data.datasets import labeled_frame
 from airloop.errors import NothingToDo
 from airloop.store import lake as lk
 from airloop.store.lake import BATCH_COLUMN, Lake
+
+if TYPE_CHECKING:  # pandas and the datasets load on first use: `airloop status` reads the retrain log only
+    import pandas as pd
 
 
 class RetrainRefused(NothingToDo):
@@ -95,6 +96,10 @@ def window_batches(cfg: PipelineConfig, lake: Lake, batch_id: str) -> tuple[list
 
 def training_frame(cfg: PipelineConfig, lake: Lake, recent: list[str], older: list[str]) -> pd.DataFrame:
     """Labeled rows of the recent batches plus a seeded sample of older labeled rows, time-ordered."""
+    import pandas as pd
+
+    from airloop.data.datasets import labeled_frame
+
     frame = labeled_frame(cfg, lake, recent)
     if older and cfg.retrain.reference_rows:
         old = labeled_frame(cfg, lake, older)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airloop.config import PipelineConfig
-from airloop.data.datasets import attach_labels, feature_columns
 from airloop.errors import BadInput, NothingToDo
-from airloop.monitoring import performance as perf
 from airloop.store import lake as lk
 from airloop.store import models
 from airloop.store.lake import Lake
@@ -20,6 +18,7 @@ from airloop.store.lake import Lake
 
 def live_metric(cfg: PipelineConfig, lake: Lake, model_version: str) -> dict:
     """The primary metric over this champion's predictions whose labels have arrived (empty when none)."""
+    from airloop.data.datasets import attach_labels
     from airloop.model.metrics import compute_metrics
 
     preds = lake.read_zone("predictions")
@@ -76,7 +75,9 @@ def monitor_batch(
     import mlflow
     import mlflow.sklearn
 
+    from airloop.data.datasets import feature_columns
     from airloop.monitoring import drift
+    from airloop.monitoring import performance as perf
     from airloop.monitoring.report import render_html
     from airloop.serving.score import champion_and_batch, predict_frame
     from airloop.store import tracking

@@ -25,15 +25,17 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from airloop.errors import BadInput, NothingToDo
+
+if TYPE_CHECKING:  # pandas loads on first use: `airloop status` reads only JSON and must answer fast
+    import pandas as pd
 
 DATE = r"\d{4}-\d{2}-\d{2}"  # a batch id is the start date of its data interval
 BATCH_ID_PATTERN = re.compile(rf"^{DATE}$")
@@ -281,6 +283,8 @@ class Lake:
 
     def read_zone(self, zone: str, batch_ids: list[str] | None = None) -> pd.DataFrame:
         """All parts of the given batches in a zone, concatenated; an empty frame when there are none."""
+        import pandas as pd
+
         ids = batch_ids if batch_ids is not None else self.batches(zone)
         if zone == "predictions":
             frames = [read_parquet(u) for b in ids for u in self.prediction_parts(b)]
