@@ -20,6 +20,14 @@ class AirflowAPIError(RuntimeError):
     """An Airflow REST call failed; the message names the method, path, status and body."""
 
 
+def _sqlite_writer_busy(status: int, detail: bytes) -> bool:
+    """Whether an answer is SQLite's single writer being busy, which the same request survives once the other
+    writer is done: a write that waited out the busy timeout answers 500 "Database error"; a backfill whose
+    transaction met another writer answers 503 "Database is locked" (SQLite refuses a lock upgrade at once,
+    without waiting, when two transactions would otherwise deadlock)."""
+    return (status == 500 and b"Database error" in detail) or (status == 503 and b"Database is locked" in detail)
+
+
 class AirflowClient:
     def __init__(self, url: str, username: str, password: str):
         self.url = url.rstrip("/")
@@ -42,9 +50,7 @@ class AirflowClient:
                 break
             except urllib.error.HTTPError as err:
                 detail = err.read()[:500]
-                # SQLite's single writer: a write that waited out the busy timeout answers 500 "Database error";
-                # the same request succeeds once the other writer is done.
-                if err.code == 500 and b"Database error" in detail and attempt < DB_ERROR_RETRIES:
+                if _sqlite_writer_busy(err.code, detail) and attempt < DB_ERROR_RETRIES:
                     time.sleep(1.0 + attempt)
                     continue
                 raise AirflowAPIError(f"{method} {path}: HTTP {err.code}: {detail!r}") from None
@@ -121,8 +127,10 @@ class AirflowClient:
             try:
                 return self._call("POST", "/api/v2/backfills", body)
             except AirflowAPIError as err:
-                # The scheduler marks the previous backfill of this DAG completed only on its 30 s timer.
-                if "already a running backfill" not in str(err) or time.monotonic() > deadline:
+                # The scheduler marks the previous backfill of this DAG completed only on its 30 s timer; a
+                # backfill that met SQLite's other writer longer than the retries in _call is tried again too.
+                transient = "already a running backfill" in str(err) or "Database is locked" in str(err)
+                if not transient or time.monotonic() > deadline:
                     raise
                 time.sleep(1)
 

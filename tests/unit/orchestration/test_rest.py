@@ -1,5 +1,6 @@
 """The REST client's answers to what Airflow's api-server does under load on the embedded default: a write that
-waited out SQLite's busy timeout (HTTP 500 "Database error") is retried; a second backfill of the same DAG while
+waited out SQLite's busy timeout (HTTP 500 "Database error") or a backfill that met SQLite's other writer (HTTP 503
+"Database is locked") is retried; a second backfill of the same DAG while
 the scheduler has not yet marked the first one completed (HTTP 409) is retried; any other error surfaces at once,
 naming the method, path, status and body. A local HTTP server plays the api-server's part."""
 
@@ -94,6 +95,22 @@ def test_a_backfill_refused_while_the_previous_one_is_unfinished_is_retried(api)
     posts = [c for c in script.calls if c[1] == "/api/v2/backfills"]
     assert len(posts) == 3
     assert posts[0][2]["from_date"] == posts[0][2]["to_date"] == "2026-01-02T00:00:00Z"
+
+
+def test_a_backfill_that_met_sqlite_s_other_writer_is_retried(api):
+    # What CI saw: the api-server maps the backfill transaction's OperationalError to 503 on SQLite.
+    locked = (503, {"detail": "Database is locked. Backfill creation is not supported on SQLite."})
+    created = (200, {"id": 8, "dag_id": "d"})
+    client, script = api({"/api/v2/backfills": [locked] * (rest.DB_ERROR_RETRIES + 2) + [created]})
+    assert client.backfill("d", "2026-01-02") == {"id": 8, "dag_id": "d"}
+    assert len([c for c in script.calls if c[1] == "/api/v2/backfills"]) == rest.DB_ERROR_RETRIES + 3
+
+
+def test_a_503_that_is_not_the_database_lock_surfaces_at_once(api):
+    client, script = api({"/api/v2/dags/d/dagRuns": [(503, {"detail": "Service Unavailable"})]})
+    with pytest.raises(AirflowAPIError, match="HTTP 503"):
+        client.trigger("d")
+    assert len([c for c in script.calls if c[1] == "/api/v2/dags/d/dagRuns"]) == 1
 
 
 def test_a_backfill_refused_for_another_reason_is_not_retried(api):
