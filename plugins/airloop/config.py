@@ -22,6 +22,10 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 KEY_PREFIX = "key '"  # a cross-key check's message that starts so names its key itself (see _format_errors)
 
 
+# The stages of a pipeline, one Airflow DAG each (:meth:`PipelineConfig.dag_id`), in the loop's order.
+STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
+
+
 class PipelineConfigError(BadInput):
     """A pipeline YAML that cannot be used; the message names the file and the key."""
 

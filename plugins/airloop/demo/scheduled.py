@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from airloop.config import PipelineConfig
+from airloop.config import STAGES, PipelineConfig
 from airloop.demo.run import facts
 from airloop.demo.simulate import SimulationSpec, simulate
 from airloop.orchestration import stack as stk
@@ -163,7 +163,7 @@ def run_demo_scheduled(cfg: PipelineConfig, spec: SimulationSpec | None = None, 
         client = AirflowClient(running.url, stk.ADMIN_USER, stk.admin_password())
         db = _airflow_db(running.env)
         progress = _Progress(client, say)
-        for stage in ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain"):
+        for stage in STAGES:
             client.wait_dag(cfg.dag_id(stage))  # parsed by the dag-processor (a fresh home takes a moment)
         wait_idle(client, progress, db)  # the scheduler's own runs for the latest interval (no data yet: skipped)
         progress.seen |= {(r["dag_id"], r["dag_run_id"], r.get("start_date")) for r in client.recent_runs()}

@@ -1,9 +1,10 @@
 """``airloop status``: per pipeline, the champion and its metrics, the last run of each DAG, the last drift
 verdict. The JSON form is stable (``schema_version``) and documented in docs/status.md.
 
-In: the pipeline configs. Out: the status document (:func:`collect`). What it reads from MLflow's and Airflow's
-stores is :mod:`airloop.monitoring.status_stores`; what it reads from the lake (drift verdicts, manifests,
-retrains) is read here; the text form is :mod:`airloop.monitoring.status_text`.
+In: the pipeline configs. Out: the status document (:func:`collect`). What it reads from MLflow's store is
+:mod:`airloop.monitoring.status_stores`; from Airflow's metadata DB, :mod:`airloop.orchestration.metadata` (the
+one import of this package from orchestration, which keeps Airflow there); from the lake (drift verdicts,
+manifests, retrains), this module; the text form is :mod:`airloop.monitoring.status_text`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 
 from airloop.config import PipelineConfig
 from airloop.monitoring import status_stores
+from airloop.orchestration import metadata
 from airloop.store.lake import Lake
 
 SCHEMA_VERSION = 1
@@ -60,7 +62,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
         "source_file": cfg.source_file,
         "champion": champion,
         "challenger": status_stores.version_info(cfg, "challenger"),
-        "dag_runs": status_stores.dag_runs(cfg),
+        "dag_runs": metadata.dag_runs(cfg),
         "drift": None
         if verdict is None
         else {
@@ -73,7 +75,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
         "lake_uri": lake.root,
         "experiments": status_stores.experiments(cfg),
         "gate": status_stores.last_gate(cfg),
-        "approvals": status_stores.pending_approvals(cfg),
+        "approvals": metadata.pending_approvals(cfg),
         "validation": _last_validation(lake),
     }
     if out["drift"] is not None:

@@ -1,19 +1,20 @@
-"""What ``airloop status`` reads from the metadata stores: MLflow's (model versions and their runs, the last gate
-verdict, the experiments) and Airflow's (the last run of each stage DAG, promotions waiting for approval).
+"""What ``airloop status`` reads from MLflow's store: model versions and their runs, the last gate verdict, the
+experiments. (What it reads from Airflow's metadata DB, the last run of each stage DAG and the promotions waiting
+for approval, is :mod:`airloop.orchestration.metadata`, the package that speaks Airflow.)
 
 In: a pipeline config (and the tracking and Airflow database URLs from the environment). Out: small dicts and
-lists of plain values, the parts of the status document (docs/status.md). With the embedded default (SQLite
-files) the stores are read directly, read-only, without importing MLflow or Airflow (seconds each); otherwise
-through their own clients.
+lists of plain values, the parts of the status document (docs/status.md). With the embedded default (a SQLite
+file) the store is read directly, read-only, without importing MLflow (seconds); otherwise through its client.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from pathlib import Path
 
 from airloop.config import PipelineConfig
+from airloop.store.sqlite import read_only as _read_only
+from airloop.store.sqlite import sqlite_path
 
 # Where each kind of metric was measured; every metric Airloop shows carries one of these.
 WHERE = {
@@ -22,26 +23,6 @@ WHERE = {
     "window": "recent window (latest labeled production batches)",
     "live": "live (this champion's scored batches, labels joined)",
 }
-STAGES = ("ingest", "validate", "train", "evaluate", "promote", "score", "monitor", "retrain")
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL when it exists (the embedded default), else None."""
-    if not url.startswith("sqlite:///"):
-        return None
-    path = Path(url.removeprefix("sqlite:///"))
-    return path if path.exists() else None
-
-
-def _read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-
-
-def _utc_iso(value: str | None) -> str | None:
-    """A timestamp column of SQLite (naive UTC text) as the ISO text the ORM path gives."""
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC).isoformat()
 
 
 def _version_facts(cfg: PipelineConfig, version: str, run_id: str, tags: dict, run_tags: dict, metrics: dict):
@@ -214,97 +195,4 @@ def experiments(cfg: PipelineConfig) -> dict:
     for purpose, name in names.items():
         exp = client.get_experiment_by_name(name)
         out[purpose] = {"name": name, "id": exp.experiment_id if exp else None}
-    return out
-
-
-def pending_approvals(cfg: PipelineConfig) -> list[dict]:
-    """Promotions waiting for a person (Airflow HITL requests of the promote DAG without a response)."""
-    import os
-
-    dag_id = cfg.dag_id("promote")
-    db = sqlite_path(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""))
-    if db is not None:  # the embedded default: read the file, without importing Airflow (seconds)
-        with _read_only(db) as con:
-            rows = con.execute(
-                "select h.subject, h.created_at, ti.run_id, ti.task_id from hitl_detail h "
-                "join task_instance ti on ti.id = h.ti_id where ti.dag_id = ? and h.responded_at is null "
-                "order by h.created_at",
-                (dag_id,),
-            ).fetchall()
-        return [
-            {"dag_id": dag_id, "run_id": r[2], "task_id": r[3], "subject": r[0], "requested_at": _utc_iso(r[1])}
-            for r in rows
-        ]
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.execute(
-            select(HITLDetail.subject, HITLDetail.created_at, TaskInstance.run_id, TaskInstance.task_id)
-            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-            .where(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None))
-            .order_by(HITLDetail.created_at)
-        ).all()
-    return [
-        {
-            "dag_id": dag_id,
-            "run_id": r.run_id,
-            "task_id": r.task_id,
-            "subject": r.subject,
-            "requested_at": r.created_at.isoformat() if r.created_at else None,
-        }
-        for r in rows
-    ]
-
-
-def dag_runs(cfg: PipelineConfig) -> dict:
-    """The last run of each stage DAG from Airflow's metadata DB (None where it never ran)."""
-    import os
-
-    db = sqlite_path(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""))
-    if db is not None:  # the embedded default: read the file, without importing Airflow (seconds)
-        out: dict[str, dict | None] = {}
-        with _read_only(db) as con:
-            for stage in STAGES:
-                dag_id = cfg.dag_id(stage)
-                row = con.execute(
-                    "select run_id, state, start_date, end_date from dag_run where dag_id = ? order by id desc limit 1",
-                    (dag_id,),
-                ).fetchone()
-                out[stage] = (
-                    None
-                    if row is None
-                    else {
-                        "dag_id": dag_id,
-                        "run_id": row[0],
-                        "state": str(row[1]).split(".")[-1].lower(),
-                        "start": _utc_iso(row[2]),
-                        "end": _utc_iso(row[3]),
-                    }
-                )
-        return out
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    out: dict[str, dict | None] = {}
-    with create_session() as session:
-        for stage in STAGES:
-            dag_id = cfg.dag_id(stage)
-            run = session.scalars(
-                select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
-            ).first()
-            out[stage] = (
-                None
-                if run is None
-                else {
-                    "dag_id": dag_id,
-                    "run_id": run.run_id,
-                    "state": str(run.state).split(".")[-1].lower(),
-                    "start": run.start_date.isoformat() if run.start_date else None,
-                    "end": run.end_date.isoformat() if run.end_date else None,
-                }
-            )
     return out
