@@ -10,12 +10,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install browser demo test test-fast lint format ui mlflow-ui status bench up down clean
 
-.venv/.installed: pyproject.toml uv.lock
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on these machines) Python would
+# otherwise compile every module from source in every process, and each Airflow task process imports thousands.
+.venv/.installed: pyproject.toml uv.lock Makefile
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
+# Airloop's own modules too (only what changed since the last call is recompiled).
 install: .venv/.installed
+	@.venv/bin/python -m compileall -q plugins dags >/dev/null
 
 $(CHROMIUM):
 	@echo "Installing Debian's chromium for the browser tests"
@@ -52,9 +56,9 @@ mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
 	  --default-artifact-root "file://$(AIRLOOP_HOME)/mlflow/artifacts" --host 127.0.0.1 --port 5000
 
 bench: install  ## speed and memory targets, measured side by side with their anchors (bench/README.md)
-	$(UV) sync --frozen --group bench
+	$(UV) sync --frozen --compile-bytecode --group bench
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b; done
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 clean:  ## a clean reset of all local state
 	rm -rf "$(AIRLOOP_HOME)"

@@ -188,6 +188,7 @@ def _airflow_env(top: Topology, db_url: str, api_port: int, pipelines: Path) -> 
         "AIRFLOW__CELERY__BROKER_URL": top.broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db_url,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airloop.orchestration.celery_config.CELERY_CONFIG",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": top.queue,
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),

@@ -3,7 +3,9 @@
 Each LocalExecutor worker forks one process per task (Airflow's supervisor), and that process imports what the
 task needs. pandas, pyarrow, scikit-learn, MLflow and Great Expectations take seconds to import, and tens of
 seconds on a loaded machine: paid per task, they dominated every task's run time. Imported here, in the worker
-(forked from the scheduler, which stays lean), every task process starts with them already in memory.
+(forked from the scheduler, which stays lean), every task process starts with them already in memory. What is
+preloaded is :mod:`airloop.orchestration.preload`, shared with the Celery workers
+(:mod:`airloop.orchestration.celery_config`).
 
 Selected with ``AIRFLOW__CORE__EXECUTOR=airloop.orchestration.executor.PreloadingLocalExecutor``
 (:mod:`airloop.orchestration.stack` sets it).
@@ -11,41 +13,12 @@ Selected with ``AIRFLOW__CORE__EXECUTOR=airloop.orchestration.executor.Preloadin
 
 from __future__ import annotations
 
-import importlib
-import logging
 import multiprocessing
 
 from airflow.executors import local_executor
 from airflow.executors.local_executor import LocalExecutor
 
-PRELOAD = (
-    "pandas",
-    "pyarrow.parquet",
-    "sklearn.ensemble",
-    "sklearn.linear_model",
-    "sklearn.model_selection",
-    "mlflow",
-    "mlflow.sklearn",
-    "great_expectations",
-    "airloop.store.lake",
-    "airloop.store.registry",
-    "airloop.data.ingest",
-    "airloop.data.validate",
-    "airloop.serving.score",
-    "airloop.monitoring.monitor",
-    "airloop.model.plan",
-    "airloop.model.train",
-    "airloop.model.evaluate",
-)
-
-
-def preload() -> None:
-    """Import the heavy modules; one that fails to import is logged and left to the task to report."""
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception as err:  # noqa: BLE001 - the task that needs it will fail with the real error
-            logging.getLogger("airloop").warning("preload of %s failed: %s", name, err)
+from airloop.orchestration.preload import preload
 
 
 def _preloaded_worker(**kwargs) -> None:
@@ -54,7 +27,7 @@ def _preloaded_worker(**kwargs) -> None:
 
 
 class PreloadingLocalExecutor(LocalExecutor):
-    """LocalExecutor whose workers import :data:`PRELOAD` before taking their first task."""
+    """LocalExecutor whose workers import :data:`airloop.orchestration.preload.PRELOAD` before their first task."""
 
     def _spawn_worker(self):
         p = multiprocessing.Process(
