@@ -4,6 +4,7 @@ holdout and records why; a promotion records who and why."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,15 @@ def trained(store):
 @pytest.fixture
 def fast_infra(monkeypatch):
     """Skip the fresh-process load (seconds each) in gate-logic tests; it has its own tests below."""
-    monkeypatch.setattr("airloop.model.infra.infra_check", lambda uri, rows, expected: (True, "not run here"))
+
+    class NotRun:
+        def result(self):
+            return True, "not run here"
+
+        def cancel(self):
+            pass
+
+    monkeypatch.setattr("airloop.model.infra.start_check", lambda uri, rows, expected: NotRun())
 
 
 def champion_is(cfg, result):
@@ -233,6 +242,17 @@ def test_infra_check_loads_in_a_fresh_process(trained):
     assert passed, detail
     passed, detail = infra_check("models:/m-doesnotexist", rows, expected)
     assert not passed and "did not load or score in a fresh process" in detail
+
+
+def test_a_started_infra_check_can_be_cancelled_and_leaves_no_process(trained):
+    from airloop.model.infra import start_check
+
+    rows = lk.read_parquet(trained["split"]["test_uri"])[["x1", "x2", "visits", "color"]].head(5)
+    check = start_check(trained["good"]["model_uri"], rows, [0] * 5)
+    folder = Path(check._tmp.name)
+    assert folder.exists() and check._proc.poll() is None
+    check.cancel()
+    assert check._proc.poll() is not None and not folder.exists()
 
 
 def test_infra_check_fails_on_order_dependence_or_mismatch(monkeypatch):
