@@ -10,7 +10,7 @@ WORKDIR /opt/airloop
 COPY --chown=airflow:root pyproject.toml uv.lock README.md ./
 COPY --chown=airflow:root plugins ./plugins
 # The locked dependencies, into the image's Python (the Airflow version is the one the lock pins).
-# Flask-WTF is what `mlflow server --app-name basic-auth` needs beyond the lock (mlflow's `auth` extra).
+# Flask-WTF is what `mlflow server --app-name airloop-basic-auth` (MLflow's basic-auth) needs beyond the lock (mlflow's `auth` extra).
 RUN uv export --frozen --no-dev --no-emit-project -o /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && pip install --no-cache-dir "Flask-WTF>=1.2,<2" \

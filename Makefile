@@ -52,7 +52,7 @@ ui: install  ## Airflow (scheduler, UI, ...) on the demo's state: http://127.0.0
 	exec .venv/bin/airloop ui --port $${AIRLOOP_UI_PORT:-8080}
 
 mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
-	.venv/bin/mlflow ui --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \
+	.venv/bin/mlflow ui --app-name airloop --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \
 	  --default-artifact-root "file://$(AIRLOOP_HOME)/mlflow/artifacts" --host 127.0.0.1 --port 5000
 
 bench: install  ## speed and memory targets, measured side by side with their anchors (bench/README.md)

@@ -69,7 +69,7 @@ def test_the_topology_is_complete():
     assert "postgres:" in images and "redis:" in images and "seaweedfs" in images
     mlflow = next(c for c in commands.values() if c.startswith("mlflow server"))
     for flag in (
-        "--app-name basic-auth",
+        "--app-name airloop-basic-auth",
         "--serve-artifacts",
         "--backend-store-uri postgresql",
         "--artifacts-destination s3://",

@@ -7,6 +7,7 @@ Every check compares the UI with ``airloop status --json`` or with what MLflow r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -94,8 +95,9 @@ def test_airloop_page_shows_the_status_behind_the_login(airloop_ui, page, tmp_pa
             assert link.get_attribute("href") == f"/dags/{run['dag_id']}/runs/{run['run_id']}"
     assert row.locator("[data-testid=approvals]").inner_text() == "none pending" and churn["approvals"] == []
     training = churn["experiments"]["training"]["id"]
-    assert row.locator("[data-testid=mlflow-training]").get_attribute("href") == (
+    assert row.locator("[data-testid=mlflow-training]").get_attribute("href") == (  # best holdout first
         f"{ui.mlflow_url}/#/experiments/{training}/runs?workflowType=machine_learning"
+        "&orderByKey=metrics.%60test_roc_auc%60&orderByAsc=false"
     )
     screenshot(page, "ui-airloop-page.png", tmp_path)
 
@@ -177,11 +179,18 @@ def test_mlflow_opens_candidates_in_the_training_view(airloop_ui, page):
         if purpose == "training":
             assert {r.data.tags.get("airloop.run_type") for r in top} == {"candidate"}, "candidates on top"
 
+    # MLflow's own experiment list, in this fresh browser context, opens the experiment in the training view:
+    # the server is `mlflow server --app-name airloop` (store/mlflow_app.py), as `make mlflow-ui` runs it.
+    exp_id = churn["experiments"]["training"]["id"]
+    page.goto(f"{ui.mlflow_url}/#/experiments", timeout=120_000)
+    page.get_by_role("link", name=churn["experiment"], exact=True).first.click(timeout=240_000)
+    page.wait_for_url(re.compile(rf"#/experiments/{exp_id}/runs\b"), timeout=120_000)
+    page.get_by_text("train-logistic_regression").first.wait_for(timeout=240_000)
+
     # The Airloop page's "MLflow: candidates" link opens the training view (MLflow 3.17 reads the view from the
     # URL, never from the kind tag) listing the candidate runs and nothing else.
     from airloop.store.tracking import TRAINING_VIEW
 
-    exp_id = churn["experiments"]["training"]["id"]
     page.goto(f"{ui.mlflow_url}/#/experiments/{exp_id}/runs{TRAINING_VIEW}", timeout=120_000)
     page.get_by_text("train-logistic_regression").first.wait_for(timeout=240_000)
     assert "workflowType=machine_learning" in page.url and "/runs" in page.url

@@ -59,6 +59,7 @@ def pipeline_status(cfg: PipelineConfig) -> dict:
     out = {
         "registered_model": cfg.registered_model_name,
         "experiment": cfg.experiment_name,
+        "primary_metric": cfg.primary_metric,
         "source_file": cfg.source_file,
         "champion": champion,
         "challenger": status_stores.version_info(cfg, "challenger"),

@@ -200,7 +200,9 @@ def _links_cell(name: str, p: dict, mlflow: dict) -> str:
     for purpose, label in (("training", "candidates"), ("data", "validation"), ("monitoring", "monitoring")):
         exp = (p.get("experiments") or {}).get(purpose) or {}
         if exp.get("id"):
-            links.append(_a(experiment_url(exp["id"]), f"MLflow: {label}", testid=f"mlflow-{purpose}"))
+            # Candidates best first on the holdout; validation and monitoring runs newest first (MLflow's default).
+            url = experiment_url(exp["id"], p.get("primary_metric") if purpose == "training" else None)
+            links.append(_a(url, f"MLflow: {label}", testid=f"mlflow-{purpose}"))
     links.append(_a(f"{ui}/#/models/{p['registered_model']}", "MLflow: registered model"))
     v = p.get("validation") or {}
     docs = report_href(name, p["lake_uri"], v.get("data_docs"))

@@ -151,13 +151,24 @@ def ui_url() -> str:
 
 
 # MLflow 3.17's UI chooses GenAI or model training from this URL parameter, else from the browser's remembered
-# switch (default GenAI: Traces, Token Usage), never from the kind tag; so Airloop's links carry it.
+# switch (default GenAI: Traces, Token Usage; `mlflow ui --app-name airloop` presets it, store/mlflow_app.py),
+# never from the kind tag; so Airloop's links carry it.
 TRAINING_VIEW = "?workflowType=machine_learning"
 
 
-def experiment_url(experiment_id: str) -> str:
-    """The experiment's runs in MLflow's training view."""
-    return f"{ui_url()}/#/experiments/{experiment_id}/runs{TRAINING_VIEW}"
+def experiment_url(experiment_id: str, primary_metric: str | None = None) -> str:
+    """The experiment's runs tab in MLflow's training view. With ``primary_metric`` (a training experiment's),
+    the runs are sorted by its holdout value (``test_<metric>``), best first; runs without it (nested tuning
+    trials) come last. The runs tab itself, because MLflow's redirect from a bare experiment drops the query."""
+    from urllib.parse import urlencode
+
+    query = TRAINING_VIEW
+    if primary_metric:
+        from airloop.model.directions import greater_is_better
+
+        ascending = str(not greater_is_better(primary_metric)).lower()
+        query += "&" + urlencode({"orderByKey": f"metrics.`test_{primary_metric}`", "orderByAsc": ascending})
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs{query}"
 
 
 def model_version_url(model_name: str, version: str) -> str:

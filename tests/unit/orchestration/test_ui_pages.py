@@ -50,6 +50,7 @@ def doc(champion=True):
         "pipelines": {
             "churn": {
                 "registered_model": "airloop-churn",
+                "primary_metric": "log_loss",
                 "lake_uri": "file:///l/churn",
                 "experiments": {"training": {"name": "airloop/churn", "id": "1"}},
                 "champion": {
@@ -86,6 +87,9 @@ def test_status_page_names_where_each_metric_was_measured_and_escapes_text():
     assert "PASS champion: &lt;better&gt;" in html and "<better>" not in html
     assert 'href="/airloop/reports/churn/drift/2026-01-08.html"' in html
     assert 'href="/dags/airloop_churn_train/runs/manual__1" target="_top"' in html
+    # The candidates' experiment lists them best first on the holdout (lower log loss is better).
+    assert "/#/experiments/1/runs?workflowType=machine_learning&amp;orderByKey=metrics.%60test_log_loss%60&amp;" in html
+    assert "orderByAsc=true" in html
     assert "http" not in html.split("<body>")[1].split("MLflow")[0]  # nothing loaded from a CDN
     assert "none yet" in status_page(doc(champion=False), {})
 

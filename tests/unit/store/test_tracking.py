@@ -81,3 +81,13 @@ def test_mlflows_ui_still_ignores_the_kind_tag_for_the_view():
     local = re.search(rf"\b{flag_export}:\(\)=>(\w+)", module)
     assert local, f"export {flag_export} of module {imported.group(1)}"
     assert re.search(rf"[,;{{]{local.group(1)}=\(\)=>!0", module), "the flag is no longer fixed on"
+
+
+def test_experiment_links_open_the_runs_tab_in_the_training_view_best_candidate_first(monkeypatch):
+    """The runs tab itself (MLflow's redirect from a bare experiment drops the query), sorted by the holdout value
+    of the primary metric the way the runs page reads it from the URL (docs/ui.md)."""
+    monkeypatch.setenv("AIRLOOP_MLFLOW_UI_URL", "http://mlflow:5000/")
+    base = "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert tracking.experiment_url("7") == base
+    assert tracking.experiment_url("7", "roc_auc") == f"{base}&orderByKey=metrics.%60test_roc_auc%60&orderByAsc=false"
+    assert tracking.experiment_url("7", "rmse").endswith("&orderByKey=metrics.%60test_rmse%60&orderByAsc=true")
