@@ -48,6 +48,20 @@ def test_a_demo_validate_run_is_a_scheduler_run_with_its_task_log_through_the_re
     assert len(events) == 1 and (events[0].get("extra") or {}).get("batch_ids"), events
 
 
+def test_a_demo_score_task_log_is_short_enough_to_read(demo_ui):
+    """A person opens a score task's log: the summary is there, not buried under import-time warnings (skops
+    listing scipy's ufuncs used to warn once per deprecated Airflow module: 1,160 lines, seconds per task)."""
+    client = demo_ui.client()
+    runs = [r for r in client.runs("airloop_churn_score") if r["state"] == "success"]
+    tis = [ti for r in runs for ti in client.task_instances("airloop_churn_score", r["dag_run_id"])]
+    scored = [ti for ti in tis if ti["task_id"] == "score" and ti["state"] == "success"]
+    assert scored, [(ti["dag_run_id"], ti["state"]) for ti in tis]
+    text = client.task_log("airloop_churn_score", scored[-1]["dag_run_id"], "score")
+    assert "Airloop summary: score_batch" in text, text[-2000:]
+    warnings = [line for line in text.splitlines() if "DeprecatedImportWarning" in line or "is deprecated" in line]
+    assert len(warnings) < 20, f"{len(warnings)} deprecation lines, e.g. {warnings[:3]}"
+
+
 def test_reingesting_one_day_reprocesses_that_day_only_and_keeps_every_prediction_file(demo_ui):
     client = demo_ui.client()
     before = sha256s(demo_ui.home)

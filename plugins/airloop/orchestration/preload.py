@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
 PRELOAD = (
     "pandas",
@@ -24,6 +25,10 @@ PRELOAD = (
     # configure, and every task that logs a run or reads the registry opens one.
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
+    # skops (every model load) lists scipy's ufuncs at import with pickle's whichmodule, a getattr on every loaded
+    # module: in a task process each of Airflow's deprecated modules answered with a warning, 1,160 log lines and
+    # 3-4 s per task.
+    "skops.io",
     "great_expectations",
     "airloop.store.lake",
     "airloop.store.registry",
@@ -42,7 +47,9 @@ def preload() -> None:
     query otherwise, in every task); one that fails is logged and left to the task to report."""
     for name in PRELOAD:
         try:
-            importlib.import_module(name)
+            with warnings.catch_warnings():  # import-time deprecation noise, not the task's to read
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
         except Exception as err:  # noqa: BLE001 - the task that needs it will fail with the real error
             logging.getLogger("airloop").warning("preload of %s failed: %s", name, err)
     try:
