@@ -104,7 +104,7 @@ def wait_idle(client: AirflowClient, progress: _Progress, db: Path | None, timeo
     while quiet < (1 if db is not None else 2):
         if time.monotonic() > deadline:
             raise StageRefused(f"the loop did not settle within {timeout_s:.0f} s (see the Airflow UI)")
-        time.sleep(1.0)
+        time.sleep(0.5)
         progress.poll()
         queued = 0
         if db is not None:

@@ -173,7 +173,8 @@ def evaluate_challenger(
 
     challenger = models.load_uri(model_uri)
     chall_metrics, chall = _score(cfg, challenger, holdout)
-    # The fresh-process load takes seconds of interpreter start-up: it runs while the statistics below are computed.
+    # The fresh-process load takes seconds of interpreter start-up and imports: it runs while the statistics and
+    # the plots below are computed.
     infra_rows = holdout[chall["features"]].head(infra.INFRA_ROWS)
     fresh = infra.start_check(model_uri, infra_rows, list(chall["y_pred"][: len(infra_rows)]))
     try:
@@ -230,6 +231,9 @@ def evaluate_challenger(
             window = _window(cfg, metric, challenger, champion, run.data.tags.get("airloop.train_uri"), Lake(cfg.name))
             checks.append(window_check(cfg, metric, window))
 
+        # Evidence that does not depend on the verdict, also while the fresh process runs.
+        plots = evidence.log_plots(client, cfg, run_id, challenger, holdout, chall)
+        explanations = evidence.log_explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
         passed, detail = fresh.result()
     finally:
         fresh.cancel()  # a no-op once it has finished; ends it when a check above raised
@@ -255,8 +259,8 @@ def evaluate_challenger(
         run_id=run_id,
         holdout_uri=holdout_uri,
     )
-    verdict["plots"] = evidence.log_plots(client, cfg, run_id, challenger, holdout, chall)
-    verdict["explanations"] = evidence.log_explanations(client, cfg, run_id, challenger, holdout, run.data.tags)
+    verdict["plots"] = plots
+    verdict["explanations"] = explanations
     verdict["suspect_labels"] = evidence.queue_suspects(cfg, challenger, run.data.tags, run_id)
     verdict["summary"] = summarize_verdict(cfg, candidate, verdict, len(holdout))
     verdict["model_card_uri"] = evidence.publish_model_card(client, cfg, run, verdict)

@@ -14,6 +14,7 @@ from typing import Any
 
 FINISHED = {"success", "failed"}
 DB_ERROR_RETRIES = 4
+WAIT_POLL_S = 0.5  # how often a wait for a run reads its state (one GET)
 
 
 class AirflowAPIError(RuntimeError):
@@ -80,7 +81,7 @@ class AirflowClient:
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
-            time.sleep(1)
+            time.sleep(WAIT_POLL_S)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         rid = urllib.parse.quote(run_id, safe="")
