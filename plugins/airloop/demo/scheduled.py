@@ -104,7 +104,7 @@ def wait_idle(client: AirflowClient, progress: _Progress, db: Path | None, timeo
     while quiet < (1 if db is not None else 2):
         if time.monotonic() > deadline:
             raise StageRefused(f"the loop did not settle within {timeout_s:.0f} s (see the Airflow UI)")
-        time.sleep(0.5)
+        time.sleep(1.0)  # every poll is REST reads on the api-server that the running tasks report through
         progress.poll()
         queued = 0
         if db is not None:

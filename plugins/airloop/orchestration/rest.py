@@ -14,7 +14,7 @@ from typing import Any
 
 FINISHED = {"success", "failed"}
 DB_ERROR_RETRIES = 4
-WAIT_POLL_S = 0.5  # how often a wait for a run reads its state (one GET)
+WAIT_POLL_S = 1.0  # how often a wait for a run reads its state (one GET to the api-server, which tasks need too)
 
 
 class AirflowAPIError(RuntimeError):
