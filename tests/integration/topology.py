@@ -2,7 +2,8 @@
 
 - S3: the session's SeaweedFS (`weed mini`, tests/fixtures/services.py) with a fresh bucket for the lake and one for
   MLflow's artifacts;
-- MLflow: `mlflow server` on a fresh PostgreSQL database, artifacts proxied to S3 (`--serve-artifacts`);
+- MLflow: `mlflow server --app-name airloop` on a fresh PostgreSQL database, artifacts proxied to S3
+  (`--serve-artifacts`);
 - Airflow with the CeleryExecutor: `api-server`, `scheduler`, `dag-processor` and one `celery worker`, on a
   fresh PostgreSQL metadata database, the Redis at 127.0.0.1:6379 as broker (a dedicated DB number and a
   queue name of its own, so parallel runs do not take each other's tasks), results in PostgreSQL, auth on.
@@ -23,11 +24,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import httpx
+import yaml
 from fixtures.services import S3Server, check_redis, create_database, drop_database, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,8 +221,17 @@ def _airflow_env(top: Topology, db_url: str, api_port: int, pipelines: Path) -> 
     }
 
 
-def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topology:
+def start_topology(
+    workdir: Path,
+    s3: S3Server,
+    timeout_s: float = 240,
+    pipeline_yaml: str = PIPELINE_YAML,
+    upload: Callable[[Topology], str] | None = None,
+) -> Topology:
     """Start MLflow and Airflow (Celery) against real Postgres, Redis and S3; returns the running Topology.
+
+    The one pipeline is ``pipeline_yaml`` (``{bucket}`` is the lake's bucket); ``upload`` lands its source data
+    in that bucket and returns the batch id to run (default: the simulated churn history).
 
     Raises TopologyError (with the process logs) when a service does not come up within ``timeout_s``.
     """
@@ -255,10 +267,11 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
         )
         if made.returncode != 0:
             raise TopologyError(f"python -m airloop.store.buckets failed: {made.stdout}{made.stderr}")
-        top.history_day = _upload_simulated_data(top)
+        top.history_day = (upload or _upload_simulated_data)(top)
         pipelines = workdir / "pipelines"
         pipelines.mkdir(exist_ok=True)
-        (pipelines / "churn.yaml").write_text(PIPELINE_YAML.format(bucket=top.bucket))
+        text = pipeline_yaml.format(bucket=top.bucket)
+        (pipelines / f"{yaml.safe_load(text)['name']}.yaml").write_text(text)
 
         top.env = {**base, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}
         _popen(
@@ -267,6 +280,7 @@ def start_topology(workdir: Path, s3: S3Server, timeout_s: float = 240) -> Topol
             [
                 str(BIN / "mlflow"),
                 "server",
+                "--app-name=airloop",  # opens in the training view (store/mlflow_app.py)
                 "--host=127.0.0.1",
                 f"--port={mlflow_port}",
                 "--workers=1",
