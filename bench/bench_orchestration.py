@@ -81,10 +81,9 @@ def in_process(home: Path, pipelines: Path, day: str) -> dict[str, float]:
     from airloop.errors import NothingToDo
     from airloop.model import evaluate, plan, promotion, train
     from airloop.model.candidates import candidate_names
+    from airloop.orchestration.preload import preload
     from airloop.serving import score
     from airloop.store.lake import Lake
-
-    from airloop.orchestration.preload import preload
 
     # The scheduler's workers import these before their first task; so does this path, before its first timing.
     preload()
