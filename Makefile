@@ -28,6 +28,13 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# bench_serve's load generator (it falls back to a one-thread Python client without it).
+WRK ?= /usr/bin/wrk
+$(WRK):
+	@echo "Installing Debian's wrk for the serving benchmark"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk
+
 demo: install  ## the whole loop on simulated data, through Airflow's own scheduler (`airloop demo --in-process`: dag.test)
 	.venv/bin/airloop demo
 
@@ -55,7 +62,7 @@ mlflow-ui: install  ## the MLflow UI on the demo's state (http://127.0.0.1:5000)
 	.venv/bin/mlflow ui --app-name airloop --backend-store-uri "sqlite:///$(AIRLOOP_HOME)/mlflow/mlflow.db" \
 	  --default-artifact-root "file://$(AIRLOOP_HOME)/mlflow/artifacts" --host 127.0.0.1 --port 5000
 
-bench: install  ## speed and memory targets, measured side by side with their anchors (bench/README.md)
+bench: install $(WRK)  ## speed and memory targets, measured side by side with their anchors (bench/README.md)
 	$(UV) sync --frozen --compile-bytecode --group bench
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; .venv/bin/python $$b; done
 	$(UV) sync --frozen --compile-bytecode

@@ -450,7 +450,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=None, help="load per measurement (default 5, quick 2)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rows", type=int, default=None, help="batch scoring rows (default 1M, quick 200k)")
-    parser.add_argument("--profile", action="store_true", help="py-spy (on PATH) the 1-worker server at 8 conns")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip py-spy's profile of the 1-worker server at 8 connections"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("mode", "pipeline", "version", "frame", "batch"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -503,14 +505,14 @@ def main() -> int:
                     for w, conns in configs:
                         port = servers[w][0]
                         b0, p0 = batch_stats(port)
-                        spy = None
-                        if args.profile and (w, conns) == (1, 8) and shutil.which("py-spy"):
+                        r = load(port, body_file, conns, seconds, args.warmup)
+                        b1, p1 = batch_stats(port)
+                        if not args.no_profile and (w, conns) == (1, 8) and shutil.which("py-spy"):
+                            # A second load under py-spy, so the sampler's CPU does not touch the measured one.
                             stacks = RESULTS / f"serve-profile-{task}-{family}.txt"
                             RESULTS.mkdir(parents=True, exist_ok=True)
                             spy = ThreadPoolExecutor(1).submit(profile, servers[w][1].pid, seconds, stacks)
-                        r = load(port, body_file, conns, seconds, args.warmup)
-                        b1, p1 = batch_stats(port)
-                        if spy is not None:
+                            load(port, body_file, conns, seconds, 0.5)
                             r["profile"] = spy.result()
                         mean_batch = (p1 - p0) / (b1 - b0) if b1 > b0 else 1.0
                         r.update(
