@@ -42,6 +42,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# py-spy from the bench dependency group: in the virtualenv beside this interpreter, or on PATH.
+PY_SPY = shutil.which("py-spy", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 VENV_BIN = Path(sys.executable).parent
@@ -241,7 +243,7 @@ def profile(pid: int, seconds: float, out: Path) -> list[tuple[str, float]]:
     """py-spy's samples of process ``pid`` over ``seconds`` (run during a load), as the functions that take
     the largest share of the samples including their callees: [(function, share)]; the raw stacks go to
     ``out``."""
-    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    cmd = [PY_SPY, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     cmd += ["--format", "raw", "--rate", "200", "--nonblocking", "--output", str(out)]
     subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     return summarize_profile(out)
@@ -507,7 +509,7 @@ def main() -> int:
                         b0, p0 = batch_stats(port)
                         r = load(port, body_file, conns, seconds, args.warmup)
                         b1, p1 = batch_stats(port)
-                        if not args.no_profile and (w, conns) == (1, 8) and shutil.which("py-spy"):
+                        if not args.no_profile and (w, conns) == (1, 8) and PY_SPY:
                             # A second load under py-spy, so the sampler's CPU does not touch the measured one.
                             stacks = RESULTS / f"serve-profile-{task}-{family}.txt"
                             RESULTS.mkdir(parents=True, exist_ok=True)
