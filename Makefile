@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export AIRLOOP_HOME ?= $(CURDIR)/.airloop
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
+# No MLflow telemetry: it calls out to the internet, and its thread raced GX over os.environ (settings.py).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 # Browser tests drive Debian's Chromium through Playwright (Playwright cannot download its own browsers here).

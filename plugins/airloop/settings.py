@@ -76,6 +76,9 @@ def airflow_env() -> dict[str, str]:
         "AIRLOOP_HOME": str(home),
         "MLFLOW_TRACKING_URI": mlflow_tracking_uri(),
         "GIT_PYTHON_REFRESH": "quiet",
+        # MLflow's telemetry fetches its config from the internet in a thread, then pops its session id from
+        # os.environ; a task iterating os.environ meanwhile (GX's config provider does) failed with KeyError.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     env = {k: os.environ.get(k, v) for k, v in defaults.items()}
     if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:"):

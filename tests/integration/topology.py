@@ -173,7 +173,13 @@ def _upload_simulated_data(top: Topology) -> str:
 
 def _base_env(top: Topology) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "AIRLOOP", "AWS_"))}
-    return {**clean, **top.s3.env(), "GIT_PYTHON_REFRESH": "quiet", "PYTHONUNBUFFERED": "1"}
+    return {
+        **clean,
+        **top.s3.env(),
+        "GIT_PYTHON_REFRESH": "quiet",
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
 
 
 def _airflow_env(top: Topology, db_url: str, api_port: int, pipelines: Path) -> dict[str, str]:
