@@ -13,7 +13,7 @@
   (regression) beside its prediction, from the threshold stored with the version (vector operations only);
 - in shadow mode the challenger scores the same rows after the champion answered; its output is logged only.
 
-It is one module (a little over 400 lines) because the batcher, the alias swap and the shadow scorer share one
+It is one module (about 420 lines) because the batcher, the alias swap and the shadow scorer share one
 state, the current model reference and its queue; payload parsing, the compiled path, metrics and the
 serving log are their own modules.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import json
 import logging
 import sys
 import threading
@@ -41,7 +40,7 @@ from airloop.serving.loaded import LoadedModel, load_version
 from airloop.serving.metrics import Metrics
 from airloop.serving.payload import PayloadError, parse_request
 from airloop.serving.review import review_flags
-from airloop.serving.servinglog import IdMaker, write_serving_log
+from airloop.serving.servinglog import FLUSH_PAUSE_S, IdMaker, log_table, write_serving_log
 from airloop.serving.spec import to_frame
 from airloop.store.lake import Lake
 from airloop.store.models import ModelRefused
@@ -137,18 +136,19 @@ class ModelServer:
 
         tracking.configure_mlflow()
         swapped = False
-        mv = registry.get_version(self.cfg, registry.CHAMPION)
+        aliases = registry.alias_versions(self.cfg)  # one read per poll: the versions load only when moved
+        version = aliases.get(registry.CHAMPION)
         if (
-            mv is not None
-            and (self.current is None or self.current.version != str(mv.version))
-            and str(mv.version) not in self.refused
+            version is not None
+            and (self.current is None or self.current.version != version)
+            and version not in self.refused
         ):
             try:
-                loaded = load_version(self.cfg, str(mv.version))
+                loaded = load_version(self.cfg, version)
             except ModelRefused:
                 # Logged and recorded by the loader; remember it, so the next polls neither retry nor re-log.
-                self.refused.add(str(mv.version))
-                log.error("champion v%s refused; still serving v%s", mv.version, self.current and self.current.version)
+                self.refused.add(version)
+                log.error("champion v%s refused; still serving v%s", version, self.current and self.current.version)
                 if self.current is None:
                     raise
                 return False
@@ -163,16 +163,14 @@ class ModelServer:
                 previous and previous.version,
             )
         if self.cfg.serving.shadow:
-            ch = registry.get_version(self.cfg, registry.CHALLENGER)
-            if ch is None:
+            challenger = aliases.get(registry.CHALLENGER)
+            if challenger is None:
                 self.shadow = None
-            elif str(ch.version) not in self.refused and (
-                self.shadow is None or self.shadow.version != str(ch.version)
-            ):
+            elif challenger not in self.refused and (self.shadow is None or self.shadow.version != challenger):
                 try:
-                    self.shadow = load_version(self.cfg, str(ch.version))
+                    self.shadow = load_version(self.cfg, challenger)
                 except ModelRefused:
-                    self.refused.add(str(ch.version))
+                    self.refused.add(challenger)
                     self.shadow = None
                 else:
                     log.info("shadow: challenger v%s", self.shadow.version)
@@ -356,10 +354,12 @@ class ModelServer:
 
     # --- the request log -------------------------------------------------------------------------------
 
-    def flush(self) -> int:
+    def flush(self, *, pause_s: float = 0.0, pause_budget_s: float = 1.0) -> int:
         """Write buffered prediction rows to the lake (and low-confidence ones to the review queue);
-        returns the number of rows written. Rows stay buffered if the write fails."""
-        import pyarrow as pa
+        returns the number of rows written. Rows stay buffered if the write fails. With ``pause_s``, the
+        rows are converted a slice at a time with a sleep between slices (see
+        :func:`airloop.serving.servinglog.log_table`)."""
+        import pyarrow.compute as pc
 
         from airloop.serving import review
 
@@ -368,20 +368,13 @@ class ModelServer:
             chunks.append(self.log_buffer.popleft())
         if not chunks:
             return 0
-        columns = {k: [v for c in chunks for v in c[k]] for k in chunks[0] if k != "_inputs"}
-        columns["features"] = [
-            json.dumps({name: cols[name][i] for name in names})
-            for c in chunks
-            for names, cols in [c["_inputs"]]
-            for i in range(len(c["prediction_id"]))
-        ]
-        rows = len(columns["prediction_id"])
+        rows = sum(len(c["prediction_id"]) for c in chunks)
         try:
-            table = pa.table(columns)
+            table = log_table(chunks, pause_s, pause_budget_s)
             write_serving_log(self.lake, table)
-            if any(columns["low_confidence"]):
-                low = table.filter(pa.array(columns["low_confidence"])).to_pandas()
-                review.enqueue(self.cfg, self.lake, low)
+            low_mask = table.column("low_confidence")
+            if pc.any(low_mask).as_py():
+                review.enqueue(self.cfg, self.lake, table.filter(low_mask).to_pandas())
         except Exception:
             self.metrics.log_errors += 1
             self.log_buffer.extendleft(reversed(chunks))
@@ -393,7 +386,7 @@ class ModelServer:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.cfg.serving.log_flush_s):
-            self.flush()
+            self.flush(pause_s=FLUSH_PAUSE_S, pause_budget_s=self.cfg.serving.log_flush_s / 4)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 

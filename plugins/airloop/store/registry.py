@@ -47,6 +47,13 @@ def _registered_model(client: MlflowClient, name: str):
         raise
 
 
+def alias_versions(cfg: PipelineConfig) -> dict[str, str]:
+    """{alias: version number} of the pipeline's registered model in one registry read ({} before its first
+    version): what a poller needs to see whether an alias moved."""
+    model = _registered_model(_client(), cfg.registered_model_name)
+    return {a: str(v) for a, v in ((model.aliases or {}) if model is not None else {}).items()}
+
+
 def get_version(cfg: PipelineConfig, alias: str) -> ModelVersion | None:
     """The model version holding ``alias``; None when the registered model or the alias does not exist."""
     client = _client()

@@ -297,12 +297,17 @@ def test_compiled_and_sklearn_paths_agree_on_random_rows_for_every_default_candi
         "k": [float(v) for v in rng.integers(-20, 80, size=m)],
         "c": [["a", "b", "c", "d", None, "zz"][i] for i in rng.integers(0, 6, size=m)],
     }
-    expected_path = {"random_forest": "compiled+forest", "hist_gradient_boosting": "compiled+hgb"}
+    expected_path = {
+        "logistic_regression": "compiled+linear",
+        "ridge": "compiled+linear",
+        "random_forest": "compiled+forest",
+        "hist_gradient_boosting": "compiled+hgb",
+    }
     for candidate in default_candidates(task):
         model = build_pipeline(candidate, ["x", "k"], ["c"], 0, task=task).fit(X, y)
         compiled = compile_pipeline(model, columns, task)
         assert compiled is not None, candidate.name
-        assert compiled.path == expected_path.get(candidate.name, "compiled+estimator"), candidate.name
+        assert compiled.path == expected_path[candidate.name], candidate.name
         frame = to_frame(rows, columns)
         assert np.allclose(compiled.predict(rows), model.predict(frame), rtol=0, atol=1e-6), candidate.name
         if task == "classification":
