@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True)
 def walk(x, roots, column, feature, threshold, left, right, leaf, nan_left, value, out):  # pragma: no cover
     for i in range(x.shape[0]):
         for t in range(roots.shape[0]):
