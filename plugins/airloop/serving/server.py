@@ -162,6 +162,8 @@ class ModelServer:
             previous, self.current = self.current, loaded  # one reference assignment: atomic
             self.metrics.swaps += previous is not None
             swapped = True
+            if self._gc_before is not None:  # serving already: the new version (and what its loading
+                gc.freeze()  # imported, numba say) joins the long-lived objects no collection traverses
             log.info(
                 "serving %s v%s through the %s path (was %s)",
                 self.cfg.registered_model_name,
