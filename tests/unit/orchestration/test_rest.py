@@ -39,7 +39,7 @@ def serve(script: Script):
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = _answer
+        do_GET = do_POST = do_PATCH = do_PUT = _answer
 
         def log_message(self, *args):
             pass
@@ -132,6 +132,25 @@ def test_waiting_for_a_backfill_follows_its_own_run_of_that_day(api):
         {
             "/api/v2/dags/d/dagRuns": [(200, runs)],
             "/api/v2/dags/d/dagRuns/backfill__2026-01-03": [(200, {**done, "state": "running"}), (200, done)],
+            "/api/v2/backfills/7/cancel": [(200, {"id": 7, "completed_at": "2026-01-04T00:00:01Z"})],
+        }
+    )
+    assert client.wait_backfill({"dag_id": "d", "id": 7}, "2026-01-03")["state"] == "success"
+    # closed once its run finished, not before: the next day's backfill need not wait for the scheduler's timer
+    paths = [c[1] for c in script.calls]
+    assert ("PUT", "/api/v2/backfills/7/cancel", None) in script.calls
+    assert paths.index("/api/v2/backfills/7/cancel") > max(
+        i for i, p in enumerate(paths) if p == "/api/v2/dags/d/dagRuns/backfill__2026-01-03"
+    )
+
+
+def test_a_backfill_the_scheduler_closed_first_is_fine(api):
+    runs = {"dag_runs": [{"dag_run_id": "b", "data_interval_start": "2026-01-03T00:00:00Z", "state": "success"}]}
+    client, _ = api(
+        {
+            "/api/v2/dags/d/dagRuns": [(200, runs)],
+            "/api/v2/dags/d/dagRuns/b": [(200, {"dag_run_id": "b", "state": "success"})],
+            "/api/v2/backfills/7/cancel": [(409, {"detail": "Backfill is already completed."})],
         }
     )
     assert client.wait_backfill({"dag_id": "d", "id": 7}, "2026-01-03")["state"] == "success"
