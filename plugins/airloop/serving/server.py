@@ -86,7 +86,7 @@ class ScoredBatch:
 
 
 # The collector's thresholds while serving. At CPython's (700, 10, 10) the buffered log rows (2 s of
-# requests) kept being traversed by older-generation collections: p99 9.8-12 ms at 6,500 req/s, against
+# requests) kept being traversed by older-generation collections: p99 4.9-12 ms at 6,500 req/s, against
 # 3.0-3.4 ms with the collector off and 3.7-4.9 ms with these (bench/results/serve.md). Cycles are still
 # collected, just in fewer, larger young passes and a full pass every 100 x 50 x 20,000 allocations.
 GC_THRESHOLDS = (20_000, 50, 100)
