@@ -49,23 +49,19 @@ def _registered_model(client: MlflowClient, name: str):
 
 def alias_versions(cfg: PipelineConfig) -> dict[str, str]:
     """{alias: version number} of the pipeline's registered model in one registry read ({} before its first
-    version): what a poller needs to see whether an alias moved."""
+    version): what a poller needs to see whether an alias moved. Read from the registered model rather than
+    get_model_version_by_alias: stores disagree on the error code of an unknown alias (SQL stores say
+    INVALID_PARAMETER_VALUE)."""
     model = _registered_model(_client(), cfg.registered_model_name)
     return {a: str(v) for a, v in ((model.aliases or {}) if model is not None else {}).items()}
 
 
 def get_version(cfg: PipelineConfig, alias: str) -> ModelVersion | None:
     """The model version holding ``alias``; None when the registered model or the alias does not exist."""
-    client = _client()
-    model = _registered_model(client, cfg.registered_model_name)
-    if model is None:
-        return None
-    # Read the alias map rather than get_model_version_by_alias: stores disagree on the error code of an
-    # unknown alias (SQL stores say INVALID_PARAMETER_VALUE).
-    version = (model.aliases or {}).get(alias)
+    version = alias_versions(cfg).get(alias)
     if version is None:
         return None
-    return client.get_model_version(cfg.registered_model_name, str(version))
+    return _client().get_model_version(cfg.registered_model_name, version)
 
 
 def _mirror_stage(client: MlflowClient, name: str, version: str, stage: str) -> None:
