@@ -4,7 +4,7 @@ and `airloop status` on the resulting state.
 
 The lifecycle on one batch of 100,000 rows (regression, one fast candidate, so the figures measure
 orchestration rather than model fitting): ingest -> validate -> (score, skipped: no champion yet) -> train
-(plan, prepare, candidates, one candidate, select_best) -> evaluate (evaluate, publish_challenger) -> promote.
+(prepare, one candidate, select_best) -> evaluate (evaluate, publish_challenger) -> promote.
 
 - in-process: each stage function called in turn, in this process, on its own AIRLOOP_HOME, after the same
   imports the executor's workers make before their first task (airloop.orchestration.preload);
@@ -101,9 +101,8 @@ def in_process(home: Path, pipelines: Path, day: str) -> dict[str, float]:
     timed("ingest.ingest", ingest.ingest_batch, cfg, day)
     timed("validate.validate", validate.validate_batch, cfg, day)
     timed("score.score", score.score_batch, cfg, day)  # skipped: no champion yet, as under the scheduler
-    p = timed("train.plan", plan.plan_initial, cfg, lake, day)
-    split = timed("train.prepare", plan.prepare_training, cfg, lake, p)
-    names = timed("train.candidates", candidate_names, cfg)
+    split = timed("train.prepare", plan.prepare_initial, cfg, lake, day)
+    names = candidate_names(cfg)  # named at DAG parse time, not a task
     results = [timed(f"train.train_candidate[{i}]", train.train_candidate, cfg, n, split) for i, n in enumerate(names)]
     best = timed("train.select_best", plan.finish_training, cfg, lake, split, results)
     verdict = timed(

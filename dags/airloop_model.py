@@ -2,33 +2,24 @@
 
 first-model (from validate, only while there is no champion) --> train --[trained]--> evaluate
 drift (confirmed) --> retrain (guarded) --[trained]--> evaluate
-Each candidate model is one dynamically mapped task, so candidates spread over workers.
+Each DAG: prepare (plan and frozen split) → train_candidate (one mapped task per candidate, so candidates
+spread over workers) → select_best.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from airloop.model.candidates import candidate_names
 from airloop.orchestration.dagkit import asset, batch_ids, batch_param, call, dag_args, pipelines, run_info
 
 configs, _ = pipelines()
 
 
-def training_tasks(cfg, plan, trained):
-    """prepare data → one mapped task per candidate → select the best (emits `trained`)."""
-
-    @task
-    def prepare(plan: dict) -> dict:
-        from airloop.model import plan as stage
-        from airloop.store.lake import Lake
-
-        return call(stage.prepare_training, cfg, Lake(cfg.name), plan)
-
-    @task
-    def candidates() -> list[str]:
-        from airloop.model.candidates import candidate_names
-
-        return candidate_names(cfg)
+def training_tasks(cfg, split, trained):
+    """One mapped task per candidate (named by the pipeline, at parse time) → select the best (emits `trained`).
+    ``split`` is the DAG's first task, `prepare`: its plan and frozen split in one task (a task boundary costs
+    about half a second under the scheduler). Nothing to train (prepare skipped): the whole run is skipped."""
 
     @task(map_index_template="{{ task.op_kwargs['candidate'] }}")
     def train_candidate(candidate: str, split: dict, **context) -> dict:
@@ -45,10 +36,7 @@ def training_tasks(cfg, plan, trained):
         context["outlet_events"][trained].extra = {"train_run_id": best["run_id"]}
         return best
 
-    split = prepare(plan)
-    names = candidates()
-    split >> names  # nothing to train (plan skipped): the whole run is skipped, candidates included
-    select_best(train_candidate.partial(split=split).expand(candidate=names), split)
+    select_best(train_candidate.partial(split=split).expand(candidate=candidate_names(cfg)), split)
 
 
 def model_dags(cfg) -> None:
@@ -67,14 +55,14 @@ def model_dags(cfg) -> None:
     )
     def train_dag():
         @task
-        def plan(**context) -> dict:
+        def prepare(**context) -> dict:
             from airloop.model import plan as stage
             from airloop.store.lake import Lake
 
             last = batch_ids(context, first_model)[-1]
-            return call(stage.plan_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
+            return call(stage.prepare_initial, cfg, Lake(cfg.name), last, force=context["params"]["force"])
 
-        training_tasks(cfg, plan(), trained)
+        training_tasks(cfg, prepare(), trained)
 
     @dag(
         **dag_args(
@@ -88,14 +76,14 @@ def model_dags(cfg) -> None:
     )
     def retrain_dag():
         @task
-        def guarded_plan(**context) -> dict:
+        def prepare(**context) -> dict:
             from airloop.model import plan as stage
             from airloop.store.lake import Lake
 
             last = batch_ids(context, drift)[-1]
-            return call(stage.plan_retrain, cfg, Lake(cfg.name), last, force=context["params"]["force"])
+            return call(stage.prepare_retrain, cfg, Lake(cfg.name), last, force=context["params"]["force"])
 
-        training_tasks(cfg, guarded_plan(), trained)
+        training_tasks(cfg, prepare(), trained)
 
     train_dag()
     retrain_dag()

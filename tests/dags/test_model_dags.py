@@ -62,7 +62,9 @@ def test_candidates_are_mapped_approval_waits_before_promote_and_rollback_exists
     for kind in ("train", "retrain"):
         tasks = dags[f"airloop_churn_{kind}"]["tasks"]
         assert tasks["train_candidate"]["mapped"], "each candidate must be its own mapped task"
-        assert "candidates" in tasks["train_candidate"]["upstream"]
+        # the plan and the split are one task, and the candidates are named at parse time (no task boundary)
+        assert set(tasks) == {"prepare", "train_candidate", "select_best"}
+        assert tasks["train_candidate"]["upstream"] == ["prepare"]
         assert tasks["select_best"]["upstream"] == ["prepare", "train_candidate"]
 
     assert set(dags["airloop_churn_promote"]["tasks"]) == {"promote"}  # approval: none

@@ -16,7 +16,7 @@ KILL_IN_TRAIN = """
 import os, signal
 from fixtures.servekit import churn_cfg
 from airloop.model import train
-from airloop.model.plan import plan_initial, prepare_training
+from airloop.model.plan import prepare_initial
 from airloop.store.lake import Lake
 
 
@@ -27,7 +27,7 @@ def dying(*args, **kwargs):  # the estimator is fitted; the process dies while l
 train.log_sklearn_model = dying
 cfg = churn_cfg("killtrain", __import__("pathlib").Path({data!r}))
 lake = Lake(cfg.name)
-split = prepare_training(cfg, lake, plan_initial(cfg, lake, {batch!r}, force=True))
+split = prepare_initial(cfg, lake, {batch!r}, force=True)
 train.train_candidate(cfg, "logistic_regression", split)
 """
 

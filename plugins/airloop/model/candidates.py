@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import importlib
 import operator
-from typing import Any
-
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from typing import TYPE_CHECKING, Any
 
 from airloop.config import CandidateConfig, PipelineConfig
 from airloop.errors import BadInput
+
+if TYPE_CHECKING:  # scikit-learn loads when a pipeline is built: the DAG files name the candidates at parse time
+    from sklearn.pipeline import Pipeline
 
 MAX_ONEHOT_CATEGORIES = 50  # bounds the dense design matrix on high-cardinality columns
 
@@ -129,6 +127,11 @@ def build_pipeline(
     bool, category or object columns alike; missing stays missing), constant "missing" imputation, one-hot
     encoding that ignores unseen categories. The estimator gets ``random_state=seed`` when it has one.
     """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
     if not numeric and not categorical:
         raise BadInput(f"candidate {candidate.name!r}: no feature columns to train on")
     _, cls = resolve_estimator(candidate, task)

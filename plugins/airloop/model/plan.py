@@ -198,6 +198,19 @@ def prepare_training(cfg: PipelineConfig, lake: Lake, plan: dict) -> dict:
     return {**split, "data_version": version, "plan": plan}
 
 
+def prepare_initial(cfg: PipelineConfig, lake: Lake, batch_id: str | None, *, force: bool = False) -> dict:
+    """The first training's plan (:func:`plan_initial`) and its frozen split (:func:`prepare_training`): the
+    train DAG's first task. One task, not two: each task boundary under the scheduler costs about half a
+    second, and the plan is a few registry and lake reads."""
+    return prepare_training(cfg, lake, plan_initial(cfg, lake, batch_id, force=force))
+
+
+def prepare_retrain(cfg: PipelineConfig, lake: Lake, batch_id: str, *, force: bool = False) -> dict:
+    """A drift-triggered retraining's guarded plan (:func:`plan_retrain`) and its frozen split: the retrain
+    DAG's first task (skipped, with the guard's reason, when a guard refuses)."""
+    return prepare_training(cfg, lake, plan_retrain(cfg, lake, batch_id, force=force))
+
+
 def _first_feasibility(cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     """Before a pipeline's first training, write its feasibility report once (the gate reads it)."""
     import logging

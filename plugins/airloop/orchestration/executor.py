@@ -8,7 +8,8 @@ preloaded is :mod:`airloop.orchestration.preload`, shared with the Celery worker
 (:mod:`airloop.orchestration.celery_config`).
 
 Selected with ``AIRFLOW__CORE__EXECUTOR=airloop.orchestration.executor.PreloadingLocalExecutor``
-(:mod:`airloop.orchestration.stack` sets it).
+(:mod:`airloop.orchestration.stack` sets it). Being imported by the scheduler, it also brings
+:mod:`airloop.orchestration.sqlite_clock` there (new DAG runs start without waiting for the next whole second).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import multiprocessing
 from airflow.executors import local_executor
 from airflow.executors.local_executor import LocalExecutor
 
+from airloop.orchestration import sqlite_clock  # noqa: F401 - the scheduler's now() to the millisecond on SQLite
 from airloop.orchestration.preload import preload
 
 

@@ -3,6 +3,15 @@ start. Scheduler, dag-processor, api-server and triggerer, with the LocalExecuto
 every port on 127.0.0.1, and one shutdown path: Ctrl-C or SIGTERM stops every child (SIGKILL after a grace
 period), so nothing is left running.
 
+The api-server runs as two processes of Airflow's own ``api-server`` command: ``--apps core`` (the UI and the
+public REST API, on the announced port) and ``--apps execution`` (the Execution API that task processes report
+through, on a private port). In one process, on SQLite, they stalled each other for the whole busy timeout:
+the public API's audit log (``action_logging``, an ``async`` dependency) commits on the event loop, and when a
+task's state update held SQLite's one write lock until its session's teardown, which that same event loop
+dispatches, the commit waited 60 s for a lock that could only be released after it (seen with py-spy: every
+component waiting on the lock, no thread holding it running). Split, each process's event loop only waits for
+other processes.
+
 The state is the one ``airloop demo`` and ``airloop run`` use (``AIRLOOP_HOME``): the UI shows their runs.
 Login: user ``admin``, with a password generated once per home and kept in ``airflow/passwords.json``.
 """
@@ -34,7 +43,7 @@ class StackError(AirloopError, RuntimeError):
     which and where its log is."""
 
 
-COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "execution-api", "api-server")
 STOP_GRACE_S = 20.0  # SIGTERM, then SIGKILL: the whole group is gone within ~STOP_GRACE_S + a second
 
 
@@ -57,9 +66,10 @@ def admin_password() -> str:
     return json.loads(passwords.read_text())[ADMIN_USER]
 
 
-def stack_env(port: int, parallelism: int | None = None) -> dict[str, str]:
+def stack_env(port: int, parallelism: int | None = None, execution_port: int | None = None) -> dict[str, str]:
     """The environment of every component: the embedded default plus the LocalExecutor sized to the cores,
-    the api-server on 127.0.0.1:``port``, SimpleAuthManager with one admin, and shared secrets."""
+    the api-server on 127.0.0.1:``port`` (its Execution API on ``execution_port``), SimpleAuthManager with one
+    admin, and shared secrets."""
     env = prepare_environment()
     home = airloop_home() / "airflow"
     admin_password()
@@ -74,7 +84,7 @@ def stack_env(port: int, parallelism: int | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{execution_port or port}/execution/",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -171,21 +181,16 @@ def start(port: int | None = None, parallelism: int | None = None, wait_s: float
     """Migrate the metadata DB (once, under its lock), start the four components and wait until the
     api-server answers; returns the Stack. Raises StackError with the log tails when it does not come up."""
     port = port or _free_port()
+    execution_port = _free_port()
     lock = _take_lock(airloop_home() / "airflow", port)
-    env = stack_env(port, parallelism)
+    env = stack_env(port, parallelism, execution_port)
     with _environment(env):
         ensure_airflow_db()
         _unpause_airloop_dags()
     log_dir = airloop_home() / "logs" / "stack"
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(port=port, env=env, log_dir=log_dir, lock=lock)
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    commands = {
-        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
-        "dag-processor": [airflow, "dag-processor"],
-        "triggerer": [airflow, "triggerer", "--skip-serve-logs"],  # task logs are local files here
-        "api-server": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-    }
+    commands = component_commands(port, execution_port)
     try:
         for name in COMPONENTS:
             out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
@@ -193,27 +198,50 @@ def start(port: int | None = None, parallelism: int | None = None, wait_s: float
                 commands[name], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
             out.close()
-        wait_healthy(stack, wait_s)
+        wait_healthy(stack, wait_s, f"http://127.0.0.1:{execution_port}/execution/health")
     except BaseException:
         stack.stop()
         raise
     return stack
 
 
-def wait_healthy(stack: Stack, timeout_s: float) -> None:
+def component_commands(port: int, execution_port: int) -> dict[str, list[str]]:
+    """The command line of each of :data:`COMPONENTS`: the UI and public REST API on ``port``, the Execution
+    API on ``execution_port``."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    return {
+        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [airflow, "dag-processor"],
+        "triggerer": [airflow, "triggerer", "--skip-serve-logs"],  # task logs are local files here
+        "execution-api": [airflow, "api-server", "--apps", "execution", *_bind(execution_port)],
+        "api-server": [airflow, "api-server", "--apps", "core", *_bind(port)],
+    }
+
+
+def _bind(port: int) -> list[str]:
+    return ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def wait_healthy(stack: Stack, timeout_s: float, *more_urls: str) -> None:
+    """Wait until the api-server's health URL (and ``more_urls``) answer 200; StackError with the log tails when
+    a component exits or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
+    pending = [f"{stack.url}/api/v2/monitor/health", *more_urls]
     while time.monotonic() < deadline:
         dead = [n for n, ok in stack.alive().items() if not ok]
         if dead:
             raise StackError(f"Airflow {', '.join(dead)} exited at start-up\n{logs_tail(stack)}")
         try:
-            with urllib.request.urlopen(f"{stack.url}/api/v2/monitor/health", timeout=5) as resp:
+            with urllib.request.urlopen(pending[0], timeout=5) as resp:
                 if resp.status == 200:
-                    return
+                    pending.pop(0)
+                    if not pending:
+                        return
+                    continue
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(1)
-    raise StackError(f"the Airflow api-server did not answer on {stack.url} in {timeout_s:.0f} s\n{logs_tail(stack)}")
+    raise StackError(f"the Airflow api-server did not answer at {pending[0]} in {timeout_s:.0f} s\n{logs_tail(stack)}")
 
 
 def logs_tail(stack: Stack, chars: int = 1500) -> str:
