@@ -4,6 +4,8 @@ first-model (from validate, only while there is no champion) --> train --[traine
 drift (confirmed) --> retrain (guarded) --[trained]--> evaluate
 Each DAG: prepare (plan and frozen split) → train_candidate (one mapped task per candidate, so candidates
 spread over workers) → select_best.
+A task returning a dict pushes it as one XCom (`multiple_outputs=False`; for a `-> dict` task Airflow also
+pushes each key by default, one Execution API call each: 15 for a gate verdict).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ def training_tasks(cfg, split, trained):
     ``split`` is the DAG's first task, `prepare`: its plan and frozen split in one task (a task boundary costs
     about half a second under the scheduler). Nothing to train (prepare skipped): the whole run is skipped."""
 
-    @task(map_index_template="{{ task.op_kwargs['candidate'] }}")
+    @task(map_index_template="{{ task.op_kwargs['candidate'] }}", multiple_outputs=False)
     def train_candidate(candidate: str, split: dict, **context) -> dict:
         from airloop.model import train
 
         return call(train.train_candidate, cfg, candidate, split, run_info=run_info(context))
 
-    @task(outlets=[trained])
+    @task(outlets=[trained], multiple_outputs=False)
     def select_best(results: list[dict], split: dict, **context) -> dict:
         from airloop.model import plan as stage
         from airloop.store.lake import Lake
@@ -54,7 +56,7 @@ def model_dags(cfg) -> None:
         )
     )
     def train_dag():
-        @task
+        @task(multiple_outputs=False)
         def prepare(**context) -> dict:
             from airloop.model import plan as stage
             from airloop.store.lake import Lake
@@ -75,7 +77,7 @@ def model_dags(cfg) -> None:
         )
     )
     def retrain_dag():
-        @task
+        @task(multiple_outputs=False)
         def prepare(**context) -> dict:
             from airloop.model import plan as stage
             from airloop.store.lake import Lake

@@ -1,6 +1,8 @@
 """Score and monitor, per pipeline.
 
 validated --> score (champion) ; monitor (scheduled) --[drift, only when confirmed]--> retrain
+A task returning a dict pushes it as one XCom (`multiple_outputs=False`; for a `-> dict` task Airflow also
+pushes each key by default, one Execution API call each: 15 for a gate verdict).
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def ops_dags(cfg) -> None:
         )
     )
     def monitor_dag():
-        @task
+        @task(multiple_outputs=False)
         def monitor(**context) -> dict:
             from airloop.monitoring import monitor as stage
 
             return call(stage.monitor_batch, cfg, batch_ids(context)[-1], run_info=run_info(context))
 
-        @task(outlets=[drift], on_success_callback=drift_alert_notifier(cfg))
+        @task(outlets=[drift], on_success_callback=drift_alert_notifier(cfg), multiple_outputs=False)
         def alert_confirmed_drift(verdict: dict, **context) -> dict:
             from airloop.monitoring import monitor as stage
 

@@ -2,6 +2,8 @@
 
 trained --> evaluate (gate) --[challenger, only when blessed]--> promote (champion; optionally approved by a person)
 rollback (manual) restores an earlier champion with a recorded reason.
+A task returning a dict pushes it as one XCom (`multiple_outputs=False`; for a `-> dict` task Airflow also
+pushes each key by default, one Execution API call each: 15 for a gate verdict).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def release_dags(cfg) -> None:
         )
     )
     def evaluate_dag():
-        @task
+        @task(multiple_outputs=False)
         def evaluate(**context) -> dict:
             from airloop.model import evaluate as stage
 
@@ -71,7 +73,7 @@ def release_dags(cfg) -> None:
         )
     )
     def promote_dag():
-        @task
+        @task(multiple_outputs=False)
         def promote(**context) -> dict:
             from airloop.model import promotion
 
@@ -84,13 +86,13 @@ def release_dags(cfg) -> None:
             promote()
             return
 
-        @task
+        @task(multiple_outputs=False)
         def evidence(**context) -> dict:
             from airloop.store import registry
 
             return call(registry.promotion_evidence, cfg, str(trigger_extra(context, challenger, "version")))
 
-        @task(trigger_rule="all_done")
+        @task(trigger_rule="all_done", multiple_outputs=False)
         def record_rejection(**context) -> dict | None:
             from airloop.model import promotion
 
@@ -116,7 +118,7 @@ def release_dags(cfg) -> None:
         )
     )
     def rollback_dag():
-        @task
+        @task(multiple_outputs=False)
         def rollback(**context) -> dict:
             from airloop.store import promotions
 
