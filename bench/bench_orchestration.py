@@ -343,6 +343,12 @@ def main() -> int:
         "status": status,
         "targets": {"overhead_p50_s": 2.0, "ratio": 1.3, "status_wall_s": 1.0},
     }
+    met = {
+        "overhead_p50_s": p50 is not None and p50 <= 2.0,
+        "ratio": whole_sched / whole_local <= 1.3,
+        "status_wall_s": status["wall_s"] < 1.0,
+    }
+    result["met"] = met
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "orchestration.json").write_text(json.dumps(result, indent=2))
     lines = [
@@ -359,18 +365,24 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|",
         *[f"| {t} | {a:.2f} | {_f(b)} | {_f(c)} | {_f(d)} | {_f(e)} |" for t, a, b, c, d, e in rows],
         "",
-        f"overhead per task, LocalExecutor: p50 {_f(p50)} s (target <= 2 s), p95 {_f(p95)} s",
+        f"overhead per task, LocalExecutor: p50 {_f(p50)} s (target <= 2 s: {_met(met['overhead_p50_s'])}), "
+        f"p95 {_f(p95)} s",
         f"overhead per task, Celery: p50 {_f(c_p50)} s (target <= 2 s), p95 {_f(c_p95)} s",
         f"whole lifecycle: LocalExecutor {whole_sched:.1f} s vs in-process {whole_local:.1f} s = "
-        f"{whole_sched / whole_local:.2f}x (target <= 1.3x); each: LocalExecutor "
+        f"{whole_sched / whole_local:.2f}x (target <= 1.3x: {_met(met['ratio'])}); each: LocalExecutor "
         f"{', '.join(f'{w:.1f}' for w in sched_wholes)} s, in-process {', '.join(f'{w:.1f}' for w in local_wholes)} s",
         f"whole lifecycle: Celery {_f(whole_celery, 1)} s = "
         f"{'-' if whole_celery is None else f'{whole_celery / whole_local:.2f}'}x",
-        f"airloop status: {status['wall_s']:.2f} s wall, {status['cpu_s']:.2f} s CPU (target < 1 s)",
+        f"airloop status: {status['wall_s']:.2f} s wall, {status['cpu_s']:.2f} s CPU (target < 1 s: "
+        f"{_met(met['status_wall_s'])})",
     ]
     (RESULTS / "orchestration.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
+    return 0 if all(met.values()) else 1
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 if __name__ == "__main__":
