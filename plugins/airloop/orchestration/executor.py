@@ -9,7 +9,8 @@ preloaded is :mod:`airloop.orchestration.preload`, shared with the Celery worker
 
 Selected with ``AIRFLOW__CORE__EXECUTOR=airloop.orchestration.executor.PreloadingLocalExecutor``
 (:mod:`airloop.orchestration.stack` sets it). Being imported by the scheduler, it also brings
-:mod:`airloop.orchestration.sqlite_clock` there (new DAG runs start without waiting for the next whole second).
+:mod:`airloop.orchestration.sqlite_clock` there (new DAG runs start without waiting for the next whole second)
+and installs :mod:`airloop.orchestration.scheduler_pace` (a quick next look while tasks are in flight).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import multiprocessing
 from airflow.executors import local_executor
 from airflow.executors.local_executor import LocalExecutor
 
-from airloop.orchestration import sqlite_clock  # noqa: F401 - the scheduler's now() to the millisecond on SQLite
+from airloop.orchestration import scheduler_pace, sqlite_clock  # noqa: F401 - sqlite_clock: now() to the ms on SQLite
 from airloop.orchestration.preload import preload
+
+scheduler_pace.install()
 
 
 def _preloaded_worker(**kwargs) -> None:
@@ -29,7 +32,24 @@ def _preloaded_worker(**kwargs) -> None:
 
 
 class PreloadingLocalExecutor(LocalExecutor):
-    """LocalExecutor whose workers import :data:`airloop.orchestration.preload.PRELOAD` before their first task."""
+    """LocalExecutor whose workers import :data:`airloop.orchestration.preload.PRELOAD` before their first task.
+
+    ``in_flight`` holds the keys sent to the workers whose end has not come back yet (Airflow 3.3's
+    LocalExecutor leaves the base class's ``running`` empty): :mod:`airloop.orchestration.scheduler_pace` reads
+    it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.in_flight: set = set()
+
+    def _process_workloads(self, workload_list) -> None:
+        super()._process_workloads(workload_list)
+        self.in_flight.update(workload.key for workload in workload_list)
+
+    def change_state(self, key, state, info=None, remove_running=True) -> None:
+        super().change_state(key, state, info, remove_running)
+        if getattr(state, "value", state) != "running":  # a worker reports "running" first, then the end
+            self.in_flight.discard(key)
 
     def _spawn_worker(self):
         p = multiprocessing.Process(
