@@ -10,12 +10,14 @@ preloaded is :mod:`airloop.orchestration.preload`, shared with the Celery worker
 Selected with ``AIRFLOW__CORE__EXECUTOR=airloop.orchestration.executor.PreloadingLocalExecutor``
 (:mod:`airloop.orchestration.stack` sets it). Being imported by the scheduler, it also brings
 :mod:`airloop.orchestration.sqlite_clock` there (new DAG runs start without waiting for the next whole second)
-and installs :mod:`airloop.orchestration.scheduler_pace` (a quick next look while tasks are in flight).
+and installs :mod:`airloop.orchestration.scheduler_pace` (the scheduler wakes when a task ends).
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import time
 
 from airflow.executors import local_executor
 from airflow.executors.local_executor import LocalExecutor
@@ -35,12 +37,14 @@ class PreloadingLocalExecutor(LocalExecutor):
     """LocalExecutor whose workers import :data:`airloop.orchestration.preload.PRELOAD` before their first task.
 
     ``in_flight`` holds the keys sent to the workers whose end has not come back yet (Airflow 3.3's
-    LocalExecutor leaves the base class's ``running`` empty): :mod:`airloop.orchestration.scheduler_pace` reads
-    it."""
+    LocalExecutor leaves the base class's ``running`` empty), ``last_end_s`` the ``time.monotonic()`` of the
+    last end: :mod:`airloop.orchestration.scheduler_pace` reads both."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.in_flight: set = set()
+        self.last_end_s = -math.inf
+        scheduler_pace.watch(self)
 
     def _process_workloads(self, workload_list) -> None:
         super()._process_workloads(workload_list)
@@ -50,6 +54,7 @@ class PreloadingLocalExecutor(LocalExecutor):
         super().change_state(key, state, info, remove_running)
         if getattr(state, "value", state) != "running":  # a worker reports "running" first, then the end
             self.in_flight.discard(key)
+            self.last_end_s = time.monotonic()
 
     def _spawn_worker(self):
         p = multiprocessing.Process(
