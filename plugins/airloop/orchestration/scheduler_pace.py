@@ -65,8 +65,11 @@ class _PacedTime:
     def sleep(seconds: float) -> None:
         for ex in list(_watched):
             if ex.in_flight:
-                ex.result_queue._reader.poll(max(seconds, 0.0))  # readable: a result waits for the next loop
-                return
+                try:
+                    ex.result_queue._reader.poll(max(seconds, 0.0))  # readable: a result waits for the next loop
+                    return
+                except (OSError, ValueError):  # the queue was closed (the executor ended): a plain sleep
+                    break
         time.sleep(seconds)
 
 

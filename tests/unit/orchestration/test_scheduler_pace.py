@@ -74,6 +74,11 @@ def test_the_scheduler_s_sleep_ends_when_a_worker_reports_and_not_before():
         scheduler_job_runner.time.sleep(0.2)  # nothing in flight: a plain sleep
         assert time.monotonic() - t0 >= 0.19
         assert scheduler_job_runner.time.monotonic is time.monotonic  # the rest is the real module
+        executor.in_flight.add("lost")  # a task whose end never came back, and the executor has ended
+        results.close()
+        t0 = time.monotonic()
+        scheduler_job_runner.time.sleep(0.2)  # a plain sleep, no error
+        assert time.monotonic() - t0 >= 0.19
     finally:
         scheduler_pace._watched.discard(executor)
 
