@@ -9,6 +9,7 @@ task's run time. Imported in the worker, every task process starts with them alr
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import importlib
@@ -142,7 +143,13 @@ def open_mlflow_stores() -> list:
 
     from airloop.store.tracking import configure_mlflow
 
-    with _init_lock(uri):
+    # An exclusive lock beside a SQLite database, as for Airflow's (runner.ensure_airflow_db); a server locks itself.
+    lock = Path(uri.removeprefix("sqlite:///") + ".init-lock") if uri.startswith("sqlite:///") else None
+    if lock is not None:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") if lock is not None else contextlib.nullcontext() as handle:
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
         configure_mlflow()
         client = MlflowClient()
         stores = (client._tracking_client.store, client._get_registry_client().store)
@@ -151,22 +158,3 @@ def open_mlflow_stores() -> list:
         engine.dispose()
         os.register_at_fork(after_in_child=functools.partial(engine.dispose, close=False))
     return engines
-
-
-class _init_lock:
-    """An exclusive lock beside a SQLite database (nothing for a server, which has its own locking)."""
-
-    def __init__(self, uri: str):
-        self.path = Path(uri.removeprefix("sqlite:///") + ".init-lock") if uri.startswith("sqlite:///") else None
-        self.fd = None
-
-    def __enter__(self):
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # releases the lock
